@@ -1,0 +1,409 @@
+package core
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Mode says how devices without a key are answered.
+type Mode string
+
+const (
+	// ModeMSC4072 answers every requested device: {} when it has no key (the default).
+	ModeMSC4072 Mode = "msc4072"
+	// ModeLegacy follows spec v1.19: devices without a key, and users left with no device, are
+	// left out.
+	ModeLegacy Mode = "legacy"
+)
+
+// ParseMode parses "msc4072" or "legacy"; "" is the default, msc4072.
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case "", ModeMSC4072:
+		return ModeMSC4072, nil
+	case ModeLegacy:
+		return ModeLegacy, nil
+	}
+	return "", errorf(CodeInvalidParam, "mode must be %q or %q, not %s", ModeMSC4072, ModeLegacy, quote(s))
+}
+
+// Failure is a remote server's entry in the failures map of a client claim response, the shape
+// Synapse clients already parse: {"status": <int>, "message": "...", "errcode": "..."}.
+type Failure struct {
+	Status  int
+	Errcode string // empty when unknown
+	Message string
+}
+
+// AppendJSON appends the failure as {"errcode":...,"message":...,"status":...} (errcode only if known).
+func (f *Failure) AppendJSON(buf []byte) []byte {
+	buf = append(buf, '{')
+	if f.Errcode != "" {
+		buf = append(buf, `"errcode":`...)
+		buf = appendString(buf, f.Errcode)
+		buf = append(buf, ',')
+	}
+	buf = append(buf, `"message":`...)
+	buf = appendString(buf, f.Message)
+	buf = append(buf, `,"status":`...)
+	buf = strconv.AppendInt(buf, int64(f.Status), 10)
+	return append(buf, '}')
+}
+
+// RemoteOutcome is what became of the federation claim sent to one remote server: either the
+// HTTP answer it gave (Status and Body), which completion judges, or a Failure the host met
+// before any answer (unreachable, timed out, backed off), which completion records as it is.
+type RemoteOutcome struct {
+	Status  int
+	Body    []byte
+	Failure *Failure
+}
+
+// Failure statuses and messages that completion produces when it judges a remote answer.
+const (
+	// StatusBadRemoteAnswer is the failure status of a 2xx answer that is not JSON or not of the
+	// required shape.
+	StatusBadRemoteAnswer = 502
+	// StatusNoAnswer is the failure status of a destination for which the host recorded nothing.
+	StatusNoAnswer = 503
+)
+
+// CompleteOptions configure completion.
+type CompleteOptions struct {
+	Mode       Mode       // "" means ModeMSC4072
+	ServerName ServerName // this server: never in failures, its users answered from local results
+}
+
+// ClaimResponse is a completed claim response. Users and devices follow the request; the JSON
+// form applies the mode.
+type ClaimResponse struct {
+	Mode       Mode
+	Federation bool // no failures member
+	Users      []UserResult
+	Failures   []ServerFailure // sorted by server name
+}
+
+// UserResult is the answer for one requested user.
+type UserResult struct {
+	User UserID
+	// Failed is true when the user's server is in failures: the user is then not in one_time_keys.
+	Failed  bool
+	Devices []DeviceResult
+	seen    bool // the user was already read from the answer being walked
+}
+
+// DeviceResult is the answer for one requested device.
+type DeviceResult struct {
+	Device    DeviceID
+	Algorithm Algorithm
+	Claimed   bool // Key holds the claimed key
+	Key       ClaimedKey
+	seen      bool
+}
+
+// ServerFailure is one entry of the failures map.
+type ServerFailure struct {
+	Server  ServerName
+	Failure Failure
+}
+
+// newResponse builds the skeleton of the answer to req: every requested device, nothing claimed.
+func newResponse(req *ClaimRequest, mode Mode, federation bool) *ClaimResponse {
+	if mode == "" {
+		mode = ModeMSC4072
+	}
+	resp := &ClaimResponse{Mode: mode, Federation: federation, Users: make([]UserResult, len(req.Users)), Failures: []ServerFailure{}}
+	devs := make([]DeviceResult, req.Pairs())
+	for i, u := range req.Users {
+		ud := devs[:len(u.Devices):len(u.Devices)]
+		devs = devs[len(u.Devices):]
+		for j, d := range u.Devices {
+			ud[j] = DeviceResult{Device: d.Device, Algorithm: d.Algorithm}
+		}
+		resp.Users[i] = UserResult{User: u.User, Devices: ud}
+	}
+	return resp
+}
+
+// CompleteClient completes the answer to a client claim request (BRIEF section 4): local users
+// from local, every remote server from its outcome in remote. A remote server whose outcome is a
+// failure, a non-2xx answer, or an answer that is not JSON or not an object with a
+// one_time_keys object is recorded once in failures, and none of its users appears in
+// one_time_keys. A remote answer is never trusted: completion walks the request, keeping only
+// requested users of that server, requested devices, keys of the requested algorithm (the
+// smallest key ID when there are several) whose value is a string or an object with a string
+// "key". A destination missing from remote is recorded as a failure; an outcome for this server
+// or for a server nobody asked about is ignored.
+func CompleteClient(req *ClaimRequest, local LocalResults, remote map[ServerName]RemoteOutcome, opts CompleteOptions) *ClaimResponse {
+	resp := newResponse(req, opts.Mode, false)
+	resp.fillLocal(local, opts.ServerName)
+	resp.fillRemotes(opts.ServerName, func(server ServerName) (RemoteOutcome, bool) {
+		o, ok := remote[server]
+		return o, ok
+	})
+	return resp
+}
+
+// CompleteFederation completes the answer to an inbound federation claim (BRIEF section 5): every
+// user is local (ParseClaimRequest with FlavourFederation checked it), there is no failures map.
+func CompleteFederation(req *ClaimRequest, local LocalResults, opts CompleteOptions) *ClaimResponse {
+	resp := newResponse(req, opts.Mode, true)
+	resp.fillLocal(local, opts.ServerName)
+	return resp
+}
+
+func (r *ClaimResponse) fillLocal(local LocalResults, server ServerName) {
+	for i := range r.Users {
+		u := &r.Users[i]
+		if u.User.Server() != server {
+			continue
+		}
+		keys := local[u.User]
+		for j := range u.Devices {
+			d := &u.Devices[j]
+			if k, ok := keys[d.Device]; ok && k.KeyID.Algorithm() == d.Algorithm {
+				d.Claimed, d.Key = true, k
+			}
+		}
+	}
+}
+
+// fillRemotes judges the outcome of every remote server named in the request.
+func (r *ClaimResponse) fillRemotes(own ServerName, outcome func(ServerName) (RemoteOutcome, bool)) {
+	var servers []ServerName
+	for i := range r.Users {
+		u := &r.Users[i]
+		if s := u.User.Server(); s != own && len(u.Devices) > 0 && !slices.Contains(servers, s) {
+			servers = append(servers, s)
+		}
+	}
+	slices.Sort(servers)
+	for _, s := range servers {
+		o, ok := outcome(s)
+		var f *Failure
+		switch {
+		case !ok:
+			f = &Failure{Status: StatusNoAnswer, Message: "no answer was received from " + string(s)}
+		case o.Failure != nil:
+			f = o.Failure
+		default:
+			f = r.readRemote(s, o.Status, o.Body)
+		}
+		if f != nil {
+			r.fail(s, *f)
+		}
+	}
+}
+
+// fail records a failure of server: its users leave one_time_keys.
+func (r *ClaimResponse) fail(server ServerName, f Failure) {
+	for i := range r.Users {
+		u := &r.Users[i]
+		if u.User.Server() == server && len(u.Devices) > 0 {
+			u.Failed = true
+		}
+	}
+	r.Failures = append(r.Failures, ServerFailure{server, f})
+}
+
+// readRemote judges one remote answer and, if it is usable, fills that server's devices from it.
+func (r *ClaimResponse) readRemote(server ServerName, status int, body []byte) *Failure {
+	if status < 200 || status > 299 {
+		return remoteErrorFailure(status, body)
+	}
+	d := decoder{data: body}
+	if k, ok := d.kind(); !ok || k != KindObject {
+		if err := d.skip(); err == nil && d.end() == nil {
+			return &Failure{Status: StatusBadRemoteAnswer, Message: "the remote answer is not a JSON object"}
+		}
+		return &Failure{Status: StatusBadRemoteAnswer, Message: "the remote answer is not valid JSON"}
+	}
+	found := false
+	err := d.object(func(key string) error {
+		if key != "one_time_keys" {
+			return d.skip()
+		}
+		if found {
+			return errorf(CodeBadJSON, "duplicate key \"one_time_keys\"")
+		}
+		found = true
+		if k, ok := d.kind(); !ok || k != KindObject {
+			if err := d.skip(); err != nil {
+				return err
+			}
+			return errorf(CodeBadJSON, "one_time_keys is not an object")
+		}
+		return r.readKeys(&d, func(u UserID) bool { return u.Server() == server })
+	})
+	if err == nil {
+		err = d.end()
+	}
+	if err == nil && !found {
+		err = errorf(CodeBadJSON, "one_time_keys is missing")
+	}
+	if err != nil {
+		e := err.(*Error)
+		msg := "the remote answer is not of the required shape: " + e.Message
+		if e.Code == CodeNotJSON {
+			msg = "the remote answer is not valid JSON"
+		}
+		// Discard anything read before the error: the server failed as a whole.
+		return &Failure{Status: StatusBadRemoteAnswer, Message: msg}
+	}
+	return nil
+}
+
+// remoteErrorFailure builds the failure for a non-2xx answer, keeping a Matrix error's errcode
+// and message when the body is one.
+func remoteErrorFailure(status int, body []byte) *Failure {
+	f := &Failure{Status: status, Message: "the remote server answered HTTP " + strconv.Itoa(status)}
+	v, err := ParseValue(body)
+	if err != nil {
+		return f
+	}
+	if c, ok := v.Get("errcode"); ok && c.Kind == KindString && c.Str != "" {
+		f.Errcode = c.Str
+	}
+	if m, ok := v.Get("error"); ok && m.Kind == KindString && m.Str != "" {
+		f.Message = m.Str
+	}
+	return f
+}
+
+// readKeys walks a one_time_keys object (user -> device -> key ID -> key), keeping only what
+// the request asked for of users accepted by mine. Duplicate keys among the parts it reads are
+// an error: such an answer is ambiguous.
+func (r *ClaimResponse) readKeys(d *decoder, mine func(UserID) bool) error {
+	return d.object(func(key string) error {
+		ui, ok := slices.BinarySearchFunc(r.Users, key, func(u UserResult, k string) int { return strings.Compare(string(u.User), k) })
+		if !ok || !mine(r.Users[ui].User) || r.Users[ui].Failed {
+			return d.skip()
+		}
+		u := &r.Users[ui]
+		if u.seen {
+			return errorf(CodeBadJSON, "duplicate key %s", quote(key))
+		}
+		u.seen = true
+		if k, ok := d.kind(); !ok || k != KindObject {
+			return d.skip() // not an object: its devices stay unanswered ({})
+		}
+		return d.object(func(dev string) error {
+			di, ok := slices.BinarySearchFunc(u.Devices, dev, func(x DeviceResult, k string) int { return strings.Compare(string(x.Device), k) })
+			if !ok {
+				return d.skip()
+			}
+			dr := &u.Devices[di]
+			if dr.seen {
+				return errorf(CodeBadJSON, "duplicate key %s in %s", quote(dev), quote(key))
+			}
+			dr.seen = true
+			if k, ok := d.kind(); !ok || k != KindObject {
+				return d.skip()
+			}
+			return readDeviceKeys(d, dr)
+		})
+	})
+}
+
+// readDeviceKeys reads one device's key map, keeping the valid key of the requested algorithm
+// with the smallest key ID.
+func readDeviceKeys(d *decoder, dr *DeviceResult) error {
+	var ids []string // key IDs of the requested algorithm seen so far, for duplicate detection
+	return d.object(func(id string) error {
+		kid, err := ParseKeyID(id)
+		if err != nil || kid.Algorithm() != dr.Algorithm {
+			return d.skip()
+		}
+		if slices.Contains(ids, id) {
+			return errorf(CodeBadJSON, "duplicate key ID %s", quote(id))
+		}
+		ids = append(ids, id)
+		v, err := d.value()
+		if err != nil {
+			return err
+		}
+		if !isKeyValue(&v) {
+			return nil
+		}
+		if !dr.Claimed || id < string(dr.Key.KeyID) {
+			dr.Claimed = true
+			dr.Key = ClaimedKey{KeyID: kid, Key: v.AppendJSON(nil)}
+		}
+		return nil
+	})
+}
+
+// isKeyValue reports whether v can be a one-time key: a string, or an object with a string "key".
+func isKeyValue(v *Value) bool {
+	if v.Kind == KindString {
+		return true
+	}
+	k, ok := v.Get("key")
+	return ok && k.Kind == KindString
+}
+
+// AppendJSON appends the response as canonical JSON: {"failures":{...},"one_time_keys":{...}}
+// for a client answer, {"one_time_keys":{...}} for a federation answer. Neither map is ever
+// null. In msc4072 mode a device without a key is {} and a user with no devices is {}; in
+// legacy mode both are left out. Users of failed servers are left out in both modes.
+func (r *ClaimResponse) AppendJSON(buf []byte) []byte {
+	buf = append(buf, '{')
+	if !r.Federation {
+		buf = append(buf, `"failures":{`...)
+		for i := range r.Failures {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendString(buf, string(r.Failures[i].Server))
+			buf = append(buf, ':')
+			buf = r.Failures[i].Failure.AppendJSON(buf)
+		}
+		buf = append(buf, "},"...)
+	}
+	buf = append(buf, `"one_time_keys":{`...)
+	legacy := r.Mode == ModeLegacy
+	first := true
+	for i := range r.Users {
+		u := &r.Users[i]
+		if u.Failed || legacy && !u.anyClaimed() {
+			continue
+		}
+		if !first {
+			buf = append(buf, ',')
+		}
+		first = false
+		buf = appendString(buf, string(u.User))
+		buf = append(buf, ":{"...)
+		firstDev := true
+		for j := range u.Devices {
+			dr := &u.Devices[j]
+			if legacy && !dr.Claimed {
+				continue
+			}
+			if !firstDev {
+				buf = append(buf, ',')
+			}
+			firstDev = false
+			buf = appendString(buf, string(dr.Device))
+			buf = append(buf, ":{"...)
+			if dr.Claimed {
+				buf = appendString(buf, string(dr.Key.KeyID))
+				buf = append(buf, ':')
+				buf = append(buf, dr.Key.Key...)
+			}
+			buf = append(buf, '}')
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, "}}"...)
+}
+
+func (u *UserResult) anyClaimed() bool {
+	for i := range u.Devices {
+		if u.Devices[i].Claimed {
+			return true
+		}
+	}
+	return false
+}
