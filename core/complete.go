@@ -1,9 +1,11 @@
 package core
 
 import (
+	"encoding/base64"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Mode says how devices without a key are answered.
@@ -58,6 +60,28 @@ type RemoteOutcome struct {
 	Status  int
 	Body    []byte
 	Failure *Failure
+}
+
+// AppendJSON appends the outcome in the form the complete_client operation reads:
+// {"failure": {...}} or {"body": "...", "status": N}, with "body_base64" instead of "body" when
+// the body is not valid UTF-8 (so that no byte is altered on the way).
+func (o *RemoteOutcome) AppendJSON(buf []byte) []byte {
+	if o.Failure != nil {
+		buf = append(buf, `{"failure":`...)
+		buf = o.Failure.AppendJSON(buf)
+		return append(buf, '}')
+	}
+	if utf8.Valid(o.Body) {
+		buf = append(buf, `{"body":`...)
+		buf = appendString(buf, string(o.Body))
+	} else {
+		buf = append(buf, `{"body_base64":"`...)
+		buf = base64.StdEncoding.AppendEncode(buf, o.Body)
+		buf = append(buf, '"')
+	}
+	buf = append(buf, `,"status":`...)
+	buf = strconv.AppendInt(buf, int64(o.Status), 10)
+	return append(buf, '}')
 }
 
 // Failure statuses and messages that completion produces when it judges a remote answer.

@@ -56,13 +56,14 @@ func opSelectKeys(buf, input []byte) ([]byte, error) {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = results[i].appendJSON(buf, req)
+		buf = results[i].AppendJSON(buf, req)
 	}
 	return append(buf, "]}"...), nil
 }
 
-// appendJSON appends {user: {device: {key_id: key}}} for the devices of req that gave a key.
-func (res LocalResults) appendJSON(buf []byte, req *ClaimRequest) []byte {
+// AppendJSON appends {user: {device: {key_id: key}}} for the devices of req that gave a key,
+// in request order: the "local" input of the complete_client and complete_federation operations.
+func (res LocalResults) AppendJSON(buf []byte, req *ClaimRequest) []byte {
 	buf = append(buf, '{')
 	firstUser := true
 	for _, u := range req.Users {
