@@ -106,6 +106,7 @@ type ClaimResponse struct {
 	Federation bool // no failures member
 	Users      []UserResult
 	Failures   []ServerFailure // sorted by server name
+	arena      []byte          // backing store of the keys read from answers
 }
 
 // UserResult is the answer for one requested user.
@@ -224,7 +225,7 @@ func (r *ClaimResponse) fillRemotes(own ServerName, outcome func(ServerName) (Re
 func (r *ClaimResponse) fail(server ServerName, f Failure) {
 	for i := range r.Users {
 		u := &r.Users[i]
-		if u.User.Server() == server && len(u.Devices) > 0 {
+		if u.User.Server() == server { // users with an empty device map too: BRIEF 4, "none of that server's users"
 			u.Failed = true
 		}
 	}
@@ -237,6 +238,10 @@ func (r *ClaimResponse) readRemote(server ServerName, status int, body []byte) *
 		return remoteErrorFailure(status, body)
 	}
 	d := decoder{data: body}
+	d.shareStrings()
+	if r.arena == nil {
+		r.arena = make([]byte, 0, len(body)) // canonical keys are never longer than the answer
+	}
 	if k, ok := d.kind(); !ok || k != KindObject {
 		if err := d.skip(); err == nil && d.end() == nil {
 			return &Failure{Status: StatusBadRemoteAnswer, Message: "the remote answer is not a JSON object"}
@@ -325,14 +330,14 @@ func (r *ClaimResponse) readKeys(d *decoder, mine func(UserID) bool) error {
 			if k, ok := d.kind(); !ok || k != KindObject {
 				return d.skip()
 			}
-			return readDeviceKeys(d, dr)
+			return r.readDeviceKeys(d, dr)
 		})
 	})
 }
 
 // readDeviceKeys reads one device's key map, keeping the valid key of the requested algorithm
 // with the smallest key ID.
-func readDeviceKeys(d *decoder, dr *DeviceResult) error {
+func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) error {
 	var ids []string // key IDs of the requested algorithm seen so far, for duplicate detection
 	return d.object(func(id string) error {
 		kid, err := ParseKeyID(id)
@@ -352,7 +357,9 @@ func readDeviceKeys(d *decoder, dr *DeviceResult) error {
 		}
 		if !dr.Claimed || id < string(dr.Key.KeyID) {
 			dr.Claimed = true
-			dr.Key = ClaimedKey{KeyID: kid, Key: v.AppendJSON(nil)}
+			start := len(r.arena)
+			r.arena = v.AppendJSON(r.arena)
+			dr.Key = ClaimedKey{KeyID: kid, Key: r.arena[start:len(r.arena):len(r.arena)]}
 		}
 		return nil
 	})
@@ -372,6 +379,7 @@ func isKeyValue(v *Value) bool {
 // null. In msc4072 mode a device without a key is {} and a user with no devices is {}; in
 // legacy mode both are left out. Users of failed servers are left out in both modes.
 func (r *ClaimResponse) AppendJSON(buf []byte) []byte {
+	buf = slices.Grow(buf, r.sizeHint())
 	buf = append(buf, '{')
 	if !r.Federation {
 		buf = append(buf, `"failures":{`...)
@@ -421,6 +429,24 @@ func (r *ClaimResponse) AppendJSON(buf []byte) []byte {
 		buf = append(buf, '}')
 	}
 	return append(buf, "}}"...)
+}
+
+// sizeHint is an upper bound of the JSON size of r when no string needs escaping, so that
+// AppendJSON grows its buffer once.
+func (r *ClaimResponse) sizeHint() int {
+	n := 64
+	for i := range r.Failures {
+		n += len(r.Failures[i].Server) + len(r.Failures[i].Failure.Message) + len(r.Failures[i].Failure.Errcode) + 48
+	}
+	for i := range r.Users {
+		u := &r.Users[i]
+		n += len(u.User) + 6
+		for j := range u.Devices {
+			d := &u.Devices[j]
+			n += len(d.Device) + len(d.Key.KeyID) + len(d.Key.Key) + 10
+		}
+	}
+	return n
 }
 
 func (u *UserResult) anyClaimed() bool {

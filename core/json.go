@@ -122,6 +122,15 @@ func (v *Value) AppendJSON(buf []byte) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// needsEscape marks the bytes that canonical JSON escapes inside strings.
+var needsEscape = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
 // appendString appends s as a JSON string with the escapes of canonical JSON: '"', '\\' and the
 // control characters (short forms for \b \t \n \f \r, \u00XX with lower-case hex otherwise);
 // everything else, '<', '>', '&', U+2028 and non-ASCII included, is written as it is.
@@ -130,7 +139,7 @@ func appendString(buf []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
+		if !needsEscape[c] {
 			continue
 		}
 		buf = append(buf, s[start:i]...)
@@ -161,7 +170,13 @@ type decoder struct {
 	data  []byte
 	pos   int
 	depth int
+	// src, when set, is string(data): strings without escapes are then substrings of it and
+	// cost no allocation. Set it with shareStrings when many strings will be kept.
+	src string
 }
+
+// shareStrings makes the strings d returns share one copy of the input.
+func (d *decoder) shareStrings() { d.src = string(d.data) }
 
 func (d *decoder) syntaxError(what string) *Error {
 	if d.pos >= len(d.data) {
@@ -302,6 +317,9 @@ func (d *decoder) str() (string, error) {
 				return "", d.utf8Error(start)
 			}
 			d.pos = i + 1
+			if d.src != "" {
+				return d.src[start:i], nil
+			}
 			return string(s), nil
 		case c == '\\':
 			return d.strEscaped(start, i)
@@ -480,7 +498,7 @@ func (d *decoder) value() (Value, error) {
 	}
 	switch k {
 	case KindObject:
-		var members []Member
+		members := make([]Member, 0, 4)
 		err := d.object(func(key string) error {
 			v, err := d.value()
 			members = append(members, Member{key, v})

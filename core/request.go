@@ -151,6 +151,7 @@ func ParseClaimRequest(body []byte, opts ParseOptions) (*ClaimRequest, error) {
 		return nil, errorf(CodeTooLarge, "request body is %d bytes; the limit is %d", len(body), lim.MaxBodyBytes)
 	}
 	p := requestParser{d: decoder{data: body}, opts: opts, lim: lim}
+	p.d.shareStrings()
 	req, err := p.parse()
 	if err != nil {
 		// A syntax error anywhere outranks a shape error found earlier: check the whole body.

@@ -1,0 +1,69 @@
+# keyclaim: one MSC4072 claim engine, native and as one WebAssembly module.
+# `make help` lists the targets. Every target does its own set-up on a fresh machine.
+
+SHELL := /bin/bash
+GO ?= go
+DIST := dist
+WASM := $(DIST)/keyclaim.wasm
+SERVER := $(DIST)/keyclaim-server
+EMBED := bindings/go/internal/embedded/keyclaim.wasm
+GOFILES := $(shell find . -name '*.go' -not -path './node_modules/*' -not -path '*/node_modules/*' 2>/dev/null)
+WASMSRC := $(wildcard core/*.go wasm/*.go)
+# The module's build command: a wasip1 reactor (c-shared), reproducible (-trimpath), no symbol table.
+WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags='-s -w'
+
+.PHONY: help build wasm test test-go bench run playground lint check fuzz clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: wasm $(SERVER) ## build dist/keyclaim.wasm and dist/keyclaim-server
+
+$(SERVER): $(GOFILES) go.mod go.sum $(EMBED)
+	@mkdir -p $(DIST)
+	$(GO) build -trimpath -o $@ ./cmd/keyclaim-server
+
+wasm: $(WASM) $(EMBED) ## build the WebAssembly module dist/keyclaim.wasm
+
+$(WASM): $(WASMSRC) go.mod
+	@mkdir -p $(DIST)
+	$(WASMBUILD) -o $@ ./wasm
+	@ls -l $@ | awk '{print "built " $$9 " (" $$5 " bytes)"}'
+
+$(EMBED): $(WASM)
+	@mkdir -p $(dir $@)
+	cp $(WASM) $@
+
+test: wasm ## run every test (starts PostgreSQL for the store tests when it can)
+	@source scripts/test-env.sh && $(GO) test -count=1 ./...
+	@echo "make test: all Go tests passed"
+
+bench: wasm ## run the benchmarks (core, wasm, store, server load driver)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/...
+
+run: build ## start the keys server on its embedded default (SQLite under ./var, dev tokens)
+	$(SERVER) --dev
+
+playground: wasm ## serve the browser playground on http://127.0.0.1:8088
+	@echo "the playground is not built yet"
+
+lint: ## gofmt and go vet (native and wasip1)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./core/... ./wasm/...
+
+check: wasm lint ## lint, import boundaries, wasip1 build of core, tidy and clean tree
+	$(GO) test -count=1 -run 'Imports|ImportsHostserver' ./core/
+	GOOS=wasip1 GOARCH=wasm $(GO) build ./core/...
+	$(GO) mod tidy
+	@if [ -n "$$(git status --porcelain go.mod go.sum)" ]; then echo "go mod tidy changed go.mod/go.sum: commit the result"; git --no-pager diff go.mod go.sum; exit 1; fi
+	@if [ -n "$$(git status --porcelain)" ]; then echo "the tree is dirty:"; git status --short; exit 1; fi
+	@echo "make check: clean"
+
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for t in $$($(GO) test -list '^Fuzz' ./core/ | grep ^Fuzz); do \
+		echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./core/ || exit 1; done
+
+clean: ## remove build outputs (keeps ./var, the development database)
+	rm -rf $(DIST) $(EMBED)

@@ -1,0 +1,232 @@
+package core_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/keyclaim/keyclaim/core"
+)
+
+// Fuzz targets for every parser: nothing panics, and what parses re-encodes to the same meaning.
+// Seeds come from the unit tests; `make fuzz` runs each for a while.
+
+func FuzzParseValue(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `"\u00e9\ud83d\ude00"`, `[true,false,-0.5e10]`, `{"a":1,"a":2}`, "\"\xff\""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := core.ParseValue(data)
+		if err != nil {
+			return
+		}
+		out := v.AppendJSON(nil)
+		again, err := core.Canonical(out)
+		if err != nil {
+			t.Fatalf("canonical output %q does not parse: %v", out, err)
+		}
+		if !bytes.Equal(again, out) {
+			t.Fatalf("canonical form is not stable:\n%s\n%s", out, again)
+		}
+		// Whatever we accept, encoding/json accepts with the same meaning.
+		var a, b any
+		da := json.NewDecoder(bytes.NewReader(data))
+		da.UseNumber()
+		if err := da.Decode(&a); err != nil {
+			t.Fatalf("accepted %q, which encoding/json rejects: %v", data, err)
+		}
+		db := json.NewDecoder(bytes.NewReader(out))
+		db.UseNumber()
+		if err := db.Decode(&b); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("meaning changed: %#v vs %#v", a, b)
+		}
+	})
+}
+
+func FuzzParseUserID(f *testing.F) {
+	for _, s := range []string{"@a:hs", "@:hs", "@a:[::1]:80", "@a:1.2.3.4", "a", "@a:hs:99999", "@a:[1::2::3]"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := core.ParseUserID(s)
+		if err != nil {
+			return
+		}
+		if len(u) > core.MaxUserIDBytes {
+			t.Fatalf("accepted a %d-byte user ID", len(u))
+		}
+		if _, err := core.ParseServerName(string(u.Server())); err != nil {
+			t.Fatalf("accepted %q whose server name is invalid: %v", s, err)
+		}
+		if "@"+u.Localpart()+":"+string(u.Server()) != s {
+			t.Fatalf("%q does not split back into itself", s)
+		}
+	})
+}
+
+func FuzzParseClaimRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"one_time_keys":{"@a:hs1":{"D":"alg"},"@b:hs2":{}},"timeout":5}`,
+		`{"one_time_keys":{"@a:hs1":{"D":"alg","D":"x"}}}`,
+		`{"one_time_keys":null}`, `[]`, `{"one_time_keys":{"\u0040a:hs":{}}}`,
+	} {
+		f.Add([]byte(s), "", false)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, query string, federation bool) {
+		opts := core.ParseOptions{QueryTimeout: query, ServerName: "hs1", Limits: core.Limits{MaxPairs: 50}}
+		if federation {
+			opts.Flavour = core.FlavourFederation
+		}
+		req, err := core.ParseClaimRequest(body, opts)
+		if err != nil {
+			var e *core.Error
+			if !asError(err, &e) {
+				t.Fatalf("error of type %T, want *core.Error", err)
+			}
+			return
+		}
+		if req.Pairs() > 50 {
+			t.Fatalf("accepted %d pairs over the limit", req.Pairs())
+		}
+		if !federation && (req.TimeoutMS < 0 || req.TimeoutMS > 60000) {
+			t.Fatalf("timeout %d out of range", req.TimeoutMS)
+		}
+		out := req.AppendJSON(nil)
+		again, err := core.ParseClaimRequest(out, opts)
+		if err != nil {
+			t.Fatalf("re-encoded request %s does not parse: %v", out, err)
+		}
+		if out2 := again.AppendJSON(nil); !bytes.Equal(out, out2) {
+			t.Fatalf("round trip changed the request:\n%s\n%s", out, out2)
+		}
+	})
+}
+
+// FuzzCompleteClient feeds arbitrary remote answers to completion and checks the MSC4072
+// invariant: every requested device is answered exactly once, in one_time_keys or through its
+// server in failures, and nothing unrequested or null appears.
+func FuzzCompleteClient(f *testing.F) {
+	for _, s := range []string{
+		`{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":"k"},"EVIL":{}},"@z:hs9":{}}}`,
+		`{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":{"key":"k"},"alg:a":{"key":1}}}}}`,
+		`{"one_time_keys":[]}`, `<html>`, `{"one_time_keys":{"@b:hs2":"x"}}`, `null`,
+	} {
+		f.Add([]byte(s), 200)
+	}
+	req, err := core.ParseClaimRequest([]byte(`{"one_time_keys":{"@a:hs1":{"A1":"alg"},"@b:hs2":{"B1":"alg","B2":"alg"},"@c:hs2":{},"@d:hs2":{"D1":"alg"}}}`), core.ParseOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, status int) {
+		resp := core.CompleteClient(req, nil, map[core.ServerName]core.RemoteOutcome{"hs2": {Status: status, Body: body}}, core.CompleteOptions{ServerName: "hs1"})
+		out := resp.AppendJSON(nil)
+		var got struct {
+			Failures    map[string]json.RawMessage                       `json:"failures"`
+			OneTimeKeys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+		}
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("output %s is not the claim response shape: %v", out, err)
+		}
+		if got.Failures == nil || got.OneTimeKeys == nil || bytes.Contains(out, []byte("null")) && !bytes.Contains(body, []byte("null")) {
+			t.Fatalf("output %s has a null or missing map", out)
+		}
+		_, hs2Failed := got.Failures["hs2"]
+		if _, ok := got.Failures["hs1"]; ok {
+			t.Fatalf("our own server in failures: %s", out)
+		}
+		for _, u := range req.Users {
+			devs, present := got.OneTimeKeys[string(u.User)]
+			if u.User.Server() == "hs2" && hs2Failed {
+				if present {
+					t.Fatalf("user %s of a failed server in one_time_keys: %s", u.User, out)
+				}
+				continue
+			}
+			if !present {
+				t.Fatalf("user %s missing: %s", u.User, out)
+			}
+			if len(devs) != len(u.Devices) {
+				t.Fatalf("user %s has %d devices, asked for %d: %s", u.User, len(devs), len(u.Devices), out)
+			}
+			for _, d := range u.Devices {
+				keys, ok := devs[string(d.Device)]
+				if !ok || len(keys) > 1 {
+					t.Fatalf("device %s/%s answered %v: %s", u.User, d.Device, keys, out)
+				}
+			}
+		}
+		if len(got.OneTimeKeys)+countFailedUsers(req, got.Failures) != len(req.Users) {
+			t.Fatalf("unrequested users in %s", out)
+		}
+	})
+}
+
+func countFailedUsers(req *core.ClaimRequest, failures map[string]json.RawMessage) int {
+	n := 0
+	for _, u := range req.Users {
+		if _, ok := failures[string(u.User.Server())]; ok {
+			n++
+		}
+	}
+	return n
+}
+
+func FuzzClassifyClaim(f *testing.F) {
+	for _, s := range []string{
+		`{"failures":{"hs3":{}},"one_time_keys":{"@b:hs2":{"B1":{"alg:x":"k"}}}}`,
+		`{"one_time_keys":null,"failures":null}`, `[]`, `{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":"k","alg:x":"j"}}}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	req, err := core.ParseClaimRequest([]byte(`{"one_time_keys":{"@b:hs2":{"B1":"alg","B2":"alg"},"@c:hs3":{"C1":"alg"}}}`), core.ParseOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		c, err := core.ClassifyClaim(req, body)
+		if err != nil {
+			return
+		}
+		if len(c.Devices) != req.Pairs() {
+			t.Fatalf("classified %d devices, asked for %d", len(c.Devices), req.Pairs())
+		}
+		if !json.Valid(c.AppendJSON(nil)) {
+			t.Fatalf("invalid JSON output")
+		}
+	})
+}
+
+// FuzzInvoke drives every operation with arbitrary input: the envelope is always valid JSON,
+// either {"result":...} or {"errcode":...,"error":...}, and never a panic.
+func FuzzInvoke(f *testing.F) {
+	for i := range core.Operations {
+		f.Add(uint8(i), []byte(`{"server_name":"hs1","request":{"one_time_keys":{"@a:hs1":{"D":"alg"}}}}`))
+		f.Add(uint8(i), []byte(`{"body":"{\"one_time_keys\":{}}"}`))
+	}
+	f.Fuzz(func(t *testing.T, op uint8, input []byte) {
+		name := core.Operations[int(op)%len(core.Operations)]
+		out := core.Invoke(name, input)
+		var env map[string]json.RawMessage
+		if err := json.Unmarshal(out, &env); err != nil {
+			t.Fatalf("%s: envelope %q is not JSON: %v", name, out, err)
+		}
+		_, isResult := env["result"]
+		_, isError := env["errcode"]
+		if isResult == isError {
+			t.Fatalf("%s: envelope %s is neither a result nor an error", name, out)
+		}
+		if isError && bytes.Contains(out, []byte("internal error")) {
+			t.Fatalf("%s: panic on input %q: %s", name, input, out)
+		}
+	})
+}
+
+func asError(err error, target **core.Error) bool {
+	e, ok := err.(*core.Error)
+	*target = e
+	return ok
+}
