@@ -86,10 +86,7 @@ func ClassifyClaim(req *ClaimRequest, body []byte) (*Classification, error) {
 	}()
 	if err != nil {
 		if e, ok := err.(*Error); ok && e.Code != CodeNotJSON {
-			chk := decoder{data: body}
-			if serr := chk.skip(); serr != nil {
-				return nil, serr
-			} else if serr := chk.end(); serr != nil {
+			if serr := checkSyntax(body); serr != nil {
 				return nil, serr
 			}
 		}

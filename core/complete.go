@@ -274,7 +274,7 @@ func (r *ClaimResponse) readRemote(server ServerName, status int, body []byte) *
 	if err != nil {
 		e := err.(*Error)
 		msg := "the remote answer is not of the required shape: " + e.Message
-		if e.Code == CodeNotJSON {
+		if e.Code == CodeNotJSON || checkSyntax(body) != nil {
 			msg = "the remote answer is not valid JSON"
 		}
 		// Discard anything read before the error: the server failed as a whole.

@@ -130,8 +130,8 @@ func TestParseServerName(t *testing.T) {
 
 func TestParseKeyID(t *testing.T) {
 	for _, tc := range []struct {
-		name, in  string
-		cause     core.IDCause
+		name, in   string
+		cause      core.IDCause
 		alg, name2 string
 	}{
 		{"signed", "signed_curve25519:AAAAHQ", 0, "signed_curve25519", "AAAAHQ"},

@@ -32,7 +32,9 @@ const (
 )
 
 // Value is a parsed JSON value. Objects keep their members sorted by key, which makes the value
-// canonical: [Value.AppendJSON] writes canonical JSON. Numbers keep their literal text.
+// canonical: [Value.AppendJSON] writes canonical JSON, except that numbers keep their literal
+// text (canonical JSON allows integers only; a value with fractions or exponents is copied as it
+// came rather than rewritten).
 type Value struct {
 	Kind    Kind
 	Str     string   // the content of a string, or the literal of a number
@@ -170,6 +172,8 @@ type decoder struct {
 	data  []byte
 	pos   int
 	depth int
+	// strict makes skip reject duplicate object keys too (requests: BRIEF 2).
+	strict bool
 	// src, when set, is string(data): strings without escapes are then substrings of it and
 	// cost no allocation. Set it with shareStrings when many strings will be kept.
 	src string
@@ -557,6 +561,9 @@ func (d *decoder) skip() error {
 	}
 	switch k {
 	case KindObject:
+		if d.strict {
+			return d.skipObjectStrict()
+		}
 		return d.object(func(string) error { return d.skip() })
 	case KindArray:
 		return d.array(d.skip)
@@ -573,6 +580,103 @@ func (d *decoder) skip() error {
 	default:
 		return d.literal("null")
 	}
+}
+
+// skipObjectStrict skips an object, rejecting duplicate keys.
+func (d *decoder) skipObjectStrict() error {
+	var keys []string
+	err := d.object(func(key string) error {
+		keys = append(keys, key)
+		return d.skip()
+	})
+	if err != nil {
+		return err
+	}
+	slices.Sort(keys)
+	for i := 1; i < len(keys); i++ {
+		if keys[i] == keys[i-1] {
+			return errorf(CodeBadJSON, "duplicate object key %s", quote(keys[i]))
+		}
+	}
+	return nil
+}
+
+// checkSyntax reports whether data is one JSON value, as M_NOT_JSON if not. It is iterative, so
+// it has no depth limit: a body that is not JSON is M_NOT_JSON however deep the problem lies.
+func checkSyntax(data []byte) error {
+	d := decoder{data: data}
+	var stack []byte // the open containers: '{' or '['
+	for {
+		// A value is expected here.
+		switch k, ok := d.kind(); {
+		case !ok:
+			return d.syntaxError("a value")
+		case k == KindObject:
+			d.pos++
+			if d.ws() == '}' {
+				d.pos++
+				break
+			}
+			stack = append(stack, '{')
+			if err := d.memberKey(); err != nil {
+				return err
+			}
+			continue
+		case k == KindArray:
+			d.pos++
+			if d.ws() == ']' {
+				d.pos++
+				break
+			}
+			stack = append(stack, '[')
+			continue
+		default:
+			if err := d.skip(); err != nil {
+				return err
+			}
+		}
+		// A value ended: close containers or move to the next member or item.
+		for {
+			if len(stack) == 0 {
+				return d.end()
+			}
+			top := stack[len(stack)-1]
+			c := d.ws()
+			if c == ',' {
+				d.pos++
+				if top == '{' {
+					if err := d.memberKey(); err != nil {
+						return err
+					}
+				}
+				break
+			}
+			if top == '{' && c == '}' || top == '[' && c == ']' {
+				d.pos++
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			if top == '{' {
+				return d.syntaxError("',' or '}'")
+			}
+			return d.syntaxError("',' or ']'")
+		}
+	}
+}
+
+// memberKey reads `"key" :` inside an object.
+func (d *decoder) memberKey() error {
+	if d.ws() != '"' {
+		return d.syntaxError("a string key")
+	}
+	if err := d.skipString(); err != nil {
+		return err
+	}
+	if d.ws() != ':' {
+		return d.syntaxError("':'")
+	}
+	d.pos++
+	return nil
 }
 
 // skipString checks a string without building it.

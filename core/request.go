@@ -152,14 +152,12 @@ func ParseClaimRequest(body []byte, opts ParseOptions) (*ClaimRequest, error) {
 	}
 	p := requestParser{d: decoder{data: body}, opts: opts, lim: lim}
 	p.d.shareStrings()
+	p.d.strict = true
 	req, err := p.parse()
 	if err != nil {
 		// A syntax error anywhere outranks a shape error found earlier: check the whole body.
 		if e, ok := err.(*Error); ok && e.Code != CodeNotJSON {
-			chk := decoder{data: body}
-			if serr := chk.skip(); serr != nil {
-				return nil, serr
-			} else if serr := chk.end(); serr != nil {
+			if serr := checkSyntax(body); serr != nil {
 				return nil, serr
 			}
 		}
@@ -333,7 +331,7 @@ func (p *requestParser) resolveTimeout(body int64) (int64, error) {
 	t := body
 	if t < 0 && p.opts.QueryTimeout != "" {
 		q, ok := parseMillis(p.opts.QueryTimeout)
-		if !ok || p.opts.QueryTimeout[0] == '-' {
+		if !ok {
 			return 0, errorf(CodeInvalidParam, "the timeout query parameter must be a non-negative integer number of milliseconds, not %s", quote(p.opts.QueryTimeout))
 		}
 		t = q

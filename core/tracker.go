@@ -200,18 +200,23 @@ func (t *Tracker) Plan(now int64, wanted *ClaimRequest) (next *ClaimRequest, def
 	deferred = &Deferred{}
 	for _, u := range wanted.Users {
 		var serverRetry int64
+		serverBackedOff := false
 		if s := u.User.Server(); s != t.cfg.ServerName {
 			if b := t.servers[s]; b != nil && now < b.retryAt {
-				serverRetry = b.retryAt
+				serverRetry, serverBackedOff = b.retryAt, true
 			}
 		}
 		var keep []DeviceClaim
 		for _, d := range u.Devices {
-			retry := serverRetry
+			retry, backedOff := serverRetry, serverBackedOff
 			if b := t.devices[deviceRef{u.User, d.Device}]; b != nil && now < b.retryAt {
-				retry = max(retry, b.retryAt)
+				retry = b.retryAt
+				if serverBackedOff {
+					retry = max(serverRetry, b.retryAt)
+				}
+				backedOff = true
 			}
-			if retry > 0 {
+			if backedOff {
 				deferred.Devices = append(deferred.Devices, DeferredDevice{u.User, d.Device, retry})
 				continue
 			}

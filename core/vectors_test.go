@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -168,7 +169,8 @@ func exactFields(what string, obj map[string]json.RawMessage, allowed, required 
 	return nil
 }
 
-// checkIntegers rejects any number with a fraction or an exponent.
+// checkIntegers rejects any number with a fraction or an exponent, or outside ±(2^53-1), so that
+// every JSON library reads the files exactly.
 func checkIntegers(data []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -180,8 +182,11 @@ func checkIntegers(data []byte) error {
 			}
 			return err
 		}
-		if n, ok := tok.(json.Number); ok && strings.ContainsAny(string(n), ".eE") {
-			return fmt.Errorf("non-integer number %s", n)
+		if n, ok := tok.(json.Number); ok {
+			i, err := strconv.ParseInt(string(n), 10, 64)
+			if err != nil || i > 1<<53-1 || i < -(1<<53-1) {
+				return fmt.Errorf("number %s is not an integer within ±(2^53-1)", n)
+			}
 		}
 	}
 }
@@ -218,6 +223,9 @@ func TestVectors(t *testing.T) {
 			out := core.Invoke(v.Op, v.Input)
 			if v.ExpectError != nil {
 				checkError(t, out, *v.ExpectError)
+				if v.Op == "tracker_run" {
+					runTrackerStepsError(t, v)
+				}
 				return
 			}
 			want := wantResult(t, v.Expect)
@@ -259,13 +267,7 @@ func checkError(t *testing.T, out []byte, code string) {
 // corresponding item of expect.
 func runTrackerSteps(t *testing.T, v loadedVector) {
 	t.Helper()
-	var in struct {
-		Config json.RawMessage `json:"config"`
-		Steps  []struct {
-			Op    string          `json:"op"`
-			Input json.RawMessage `json:"input"`
-		} `json:"steps"`
-	}
+	var in trackerInput
 	if err := json.Unmarshal(v.Input, &in); err != nil {
 		t.Fatal(err)
 	}
@@ -284,6 +286,45 @@ func runTrackerSteps(t *testing.T, v loadedVector) {
 		out := tr.Invoke(s.Op, s.Input)
 		if want := wantResult(t, expect[i]); !bytes.Equal(out, want) {
 			t.Errorf("step %d (%s) through the tracker handle:\n%s", i, s.Op, diff(out, want))
+		}
+	}
+}
+
+// trackerInput is the input of tracker_run.
+type trackerInput struct {
+	Config json.RawMessage `json:"config"`
+	Steps  []struct {
+		Op    string          `json:"op"`
+		Input json.RawMessage `json:"input"`
+	} `json:"steps"`
+}
+
+// runTrackerStepsError replays a tracker_run vector with expect_error through a tracker handle:
+// either creating the tracker fails with that errcode (and there are no steps), or every step
+// but the last succeeds and the last fails with it.
+func runTrackerStepsError(t *testing.T, v loadedVector) {
+	t.Helper()
+	var in trackerInput
+	if err := json.Unmarshal(v.Input, &in); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := core.NewTrackerJSON(in.Config)
+	if err != nil {
+		var ce *core.Error
+		if !errors.As(err, &ce) || string(ce.Code) != *v.ExpectError || len(in.Steps) != 0 {
+			t.Errorf("NewTrackerJSON: %v; want %s with no steps", err, *v.ExpectError)
+		}
+		return
+	}
+	if len(in.Steps) == 0 {
+		t.Fatalf("the tracker was created and there is no step to fail with %s", *v.ExpectError)
+	}
+	for i, s := range in.Steps {
+		out := tr.Invoke(s.Op, s.Input)
+		if i == len(in.Steps)-1 {
+			checkError(t, out, *v.ExpectError)
+		} else if !bytes.HasPrefix(out, []byte(`{"result":`)) {
+			t.Errorf("step %d (%s) through the tracker handle failed before the last step: %s", i, s.Op, out)
 		}
 	}
 }
