@@ -123,46 +123,51 @@ func FuzzCompleteClient(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte, status int) {
 		resp := core.CompleteClient(req, nil, map[core.ServerName]core.RemoteOutcome{"hs2": {Status: status, Body: body}}, core.CompleteOptions{ServerName: "hs1"})
-		out := resp.AppendJSON(nil)
-		var got struct {
-			Failures    map[string]json.RawMessage                       `json:"failures"`
-			OneTimeKeys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
-		}
-		if err := json.Unmarshal(out, &got); err != nil {
-			t.Fatalf("output %s is not the claim response shape: %v", out, err)
-		}
-		if got.Failures == nil || got.OneTimeKeys == nil || bytes.Contains(out, []byte("null")) && !bytes.Contains(body, []byte("null")) {
-			t.Fatalf("output %s has a null or missing map", out)
-		}
-		_, hs2Failed := got.Failures["hs2"]
-		if _, ok := got.Failures["hs1"]; ok {
-			t.Fatalf("our own server in failures: %s", out)
-		}
-		for _, u := range req.Users {
-			devs, present := got.OneTimeKeys[string(u.User)]
-			if u.User.Server() == "hs2" && hs2Failed {
-				if present {
-					t.Fatalf("user %s of a failed server in one_time_keys: %s", u.User, out)
-				}
-				continue
-			}
-			if !present {
-				t.Fatalf("user %s missing: %s", u.User, out)
-			}
-			if len(devs) != len(u.Devices) {
-				t.Fatalf("user %s has %d devices, asked for %d: %s", u.User, len(devs), len(u.Devices), out)
-			}
-			for _, d := range u.Devices {
-				keys, ok := devs[string(d.Device)]
-				if !ok || len(keys) > 1 {
-					t.Fatalf("device %s/%s answered %v: %s", u.User, d.Device, keys, out)
-				}
-			}
-		}
-		if len(got.OneTimeKeys)+countFailedUsers(req, got.Failures) != len(req.Users) {
-			t.Fatalf("unrequested users in %s", out)
-		}
+		checkComplete(t, req, resp.AppendJSON(nil), body)
 	})
+}
+
+// checkComplete checks the MSC4072 invariant on a completed client answer out to req.
+func checkComplete(t *testing.T, req *core.ClaimRequest, out, body []byte) {
+	t.Helper()
+	var got struct {
+		Failures    map[string]json.RawMessage                       `json:"failures"`
+		OneTimeKeys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("output %s is not the claim response shape: %v", out, err)
+	}
+	if got.Failures == nil || got.OneTimeKeys == nil || bytes.Contains(out, []byte("null")) && !bytes.Contains(body, []byte("null")) {
+		t.Fatalf("output %s has a null or missing map", out)
+	}
+	_, hs2Failed := got.Failures["hs2"]
+	if _, ok := got.Failures["hs1"]; ok {
+		t.Fatalf("our own server in failures: %s", out)
+	}
+	for _, u := range req.Users {
+		devs, present := got.OneTimeKeys[string(u.User)]
+		if u.User.Server() == "hs2" && hs2Failed {
+			if present {
+				t.Fatalf("user %s of a failed server in one_time_keys: %s", u.User, out)
+			}
+			continue
+		}
+		if !present {
+			t.Fatalf("user %s missing: %s", u.User, out)
+		}
+		if len(devs) != len(u.Devices) {
+			t.Fatalf("user %s has %d devices, asked for %d: %s", u.User, len(devs), len(u.Devices), out)
+		}
+		for _, d := range u.Devices {
+			keys, ok := devs[string(d.Device)]
+			if !ok || len(keys) > 1 {
+				t.Fatalf("device %s/%s answered %v: %s", u.User, d.Device, keys, out)
+			}
+		}
+	}
+	if len(got.OneTimeKeys)+countFailedUsers(req, got.Failures) != len(req.Users) {
+		t.Fatalf("unrequested users in %s", out)
+	}
 }
 
 func countFailedUsers(req *core.ClaimRequest, failures map[string]json.RawMessage) int {
@@ -229,4 +234,26 @@ func asError(err error, target **core.Error) bool {
 	e, ok := err.(*core.Error)
 	*target = e
 	return ok
+}
+
+// FuzzCompleteUpstream: whatever an upstream homeserver answers, the proxy's answer is complete
+// or an error.
+func FuzzCompleteUpstream(f *testing.F) {
+	for _, s := range []string{
+		`{"failures":{"hs2":{"status":503}},"one_time_keys":{"@b:hs2":{"B1":{"alg:x":"k"}},"@a:hs1":{"A1":{"alg:y":{"key":"y"}}}}}`,
+		`{"one_time_keys":null}`, `[]`, `{"failures":{"hs1":{}},"one_time_keys":{"@z:hs9":{}}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	req, err := core.ParseClaimRequest([]byte(`{"one_time_keys":{"@a:hs1":{"A1":"alg"},"@b:hs2":{"B1":"alg","B2":"alg"},"@c:hs2":{},"@d:hs2":{"D1":"alg"}}}`), core.ParseOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		resp, err := core.CompleteUpstream(req, body, core.CompleteOptions{ServerName: "hs1"})
+		if err != nil {
+			return
+		}
+		checkComplete(t, req, resp.AppendJSON(nil), body)
+	})
 }

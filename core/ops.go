@@ -10,7 +10,7 @@ import (
 // Operations lists the operation names [Invoke] accepts, in the order ABI.md documents them.
 var Operations = []string{
 	"parse_claim", "plan_fanout", "select_keys", "complete_client", "complete_federation",
-	"classify_claim", "tracker_run",
+	"classify_claim", "tracker_run", "complete_upstream",
 }
 
 // Invoke runs one operation with JSON input and returns its JSON envelope: {"result": ...} on
@@ -35,6 +35,8 @@ func Invoke(op string, input []byte) []byte {
 			return opClassify(buf, input)
 		case "tracker_run":
 			return opTrackerRun(buf, input)
+		case "complete_upstream":
+			return opCompleteUpstream(buf, input)
 		}
 		return nil, errorf(CodeUnknown, "unknown operation %s", quote(op))
 	})
@@ -400,4 +402,37 @@ func opClassify(buf, input []byte) ([]byte, error) {
 		return nil, err
 	}
 	return c.AppendJSON(buf), nil
+}
+
+// opCompleteUpstream: {"mode","server_name","request","body"|"body_base64"} → the completed
+// client answer (proxy mode).
+func opCompleteUpstream(buf, input []byte) ([]byte, error) {
+	f, err := readFields("complete_upstream input", input, "mode", "server_name", "request", "body", "body_base64")
+	if err != nil {
+		return nil, err
+	}
+	opts := CompleteOptions{}
+	ms, err := f.str("mode", false)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Mode, err = ParseMode(ms); err != nil {
+		return nil, err
+	}
+	if opts.ServerName, err = f.serverName(true); err != nil {
+		return nil, err
+	}
+	req, err := f.request("request")
+	if err != nil {
+		return nil, err
+	}
+	body, _, err := f.body(true)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := CompleteUpstream(req, body, opts)
+	if err != nil {
+		return nil, err
+	}
+	return resp.AppendJSON(buf), nil
 }

@@ -1,0 +1,128 @@
+package core
+
+// CompleteUpstream completes a homeserver's answer to a client claim request, for proxy mode:
+// keyclaim in front of an existing homeserver gives its clients MSC4072's complete answers with
+// no change to the homeserver. body is the upstream's 2xx answer.
+//
+// The answer is read as a remote answer is (BRIEF 4): only requested users and devices, only one
+// key of the requested algorithm per device (the smallest key ID) whose value is a string or an
+// object with a string "key"; everything else is dropped. Each failures entry of a server that
+// some requested user is on is kept, reduced to {"status","message","errcode"} (a status that is
+// not an integer HTTP status becomes 502, a missing message a generic one), and that server's
+// users leave one_time_keys; other failures entries, and one naming the proxied server itself,
+// are dropped. Every requested device the upstream left out becomes {} (msc4072 mode). A missing
+// or null one_time_keys or failures is read as empty. An answer that is not JSON is M_NOT_JSON;
+// one that is not an object, has ill-typed maps or duplicate keys is M_BAD_JSON: the host then
+// answers 502, never a half-answer.
+func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*ClaimResponse, error) {
+	resp := newResponse(req, opts.Mode, false)
+	var failed []ServerFailure
+	d := decoder{data: body}
+	d.shareStrings()
+	resp.arena = make([]byte, 0, len(body))
+	err := func() error {
+		if k, ok := d.kind(); !ok {
+			return d.syntaxError("a JSON value")
+		} else if k != KindObject {
+			if err := d.skip(); err != nil {
+				return err
+			}
+			if err := d.end(); err != nil {
+				return err
+			}
+			return errorf(CodeBadJSON, "the upstream answer is not a JSON object")
+		}
+		var seen []string
+		err := d.object(func(key string) error {
+			if key != "one_time_keys" && key != "failures" {
+				return d.skip()
+			}
+			for _, s := range seen {
+				if s == key {
+					return errorf(CodeBadJSON, "duplicate key %s", quote(key))
+				}
+			}
+			seen = append(seen, key)
+			k, ok := d.kind()
+			switch {
+			case !ok:
+				return d.syntaxError("a JSON value")
+			case k == KindNull:
+				return d.literal("null")
+			case k != KindObject:
+				return errorf(CodeBadJSON, "%s must be an object", key)
+			case key == "failures":
+				return d.object(func(server string) error {
+					for _, f := range failed {
+						if string(f.Server) == server {
+							return errorf(CodeBadJSON, "duplicate key %s in failures", quote(server))
+						}
+					}
+					v, err := d.value()
+					if err != nil {
+						return err
+					}
+					if ServerName(server) == opts.ServerName || !resp.asksServer(ServerName(server)) {
+						return nil
+					}
+					failed = append(failed, ServerFailure{ServerName(server), upstreamFailure(&v)})
+					return nil
+				})
+			default:
+				return resp.readKeys(&d, func(UserID) bool { return true })
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return d.end()
+	}()
+	if err != nil {
+		if e, ok := err.(*Error); ok && e.Code != CodeNotJSON {
+			if serr := checkSyntax(body); serr != nil {
+				return nil, serr
+			}
+		}
+		return nil, err
+	}
+	sortFailures(failed)
+	for _, f := range failed {
+		resp.fail(f.Server, f.Failure)
+	}
+	return resp, nil
+}
+
+// asksServer reports whether a user of server is in the request.
+func (r *ClaimResponse) asksServer(server ServerName) bool {
+	for i := range r.Users {
+		if r.Users[i].User.Server() == server {
+			return true
+		}
+	}
+	return false
+}
+
+// upstreamFailure reduces an upstream failures entry to the shape clients parse.
+func upstreamFailure(v *Value) Failure {
+	f := Failure{Status: StatusBadRemoteAnswer, Message: "the server failed"}
+	if s, ok := v.Get("status"); ok && s.Kind == KindNumber && isInteger(s.Str) {
+		if n, ok := parseMillis(s.Str); ok && n >= 100 && n <= 599 {
+			f.Status = int(n)
+		}
+	}
+	if m, ok := v.Get("message"); ok && m.Kind == KindString && m.Str != "" {
+		f.Message = m.Str
+	}
+	if c, ok := v.Get("errcode"); ok && c.Kind == KindString && c.Str != "" {
+		f.Errcode = c.Str
+	}
+	return f
+}
+
+func sortFailures(fs []ServerFailure) {
+	for i := 1; i < len(fs); i++ {
+		for j := i; j > 0 && fs[j].Server < fs[j-1].Server; j-- {
+			fs[j], fs[j-1] = fs[j-1], fs[j]
+		}
+	}
+}
