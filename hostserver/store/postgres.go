@@ -144,35 +144,37 @@ const (
 		FOR NO KEY UPDATE OF d`
 
 	// The whole claim of the locked devices in one statement:
-	//   chosen:     per want, the oldest one-time key (batch, then key ID), one index probe each;
-	//   claimed:    those keys, removed (DELETE ... RETURNING: a key is only ever returned by the
-	//               transaction that removed it);
+	//   chosen:     per want (in request order, ord), the oldest one-time key (batch, then key
+	//               ID), one index probe each; key_id is NULL when the device has none left;
+	//   claimed:    those keys, removed by their row address (a TID scan: no join against the
+	//               whole table). DELETE ... RETURNING is what hands a key out: a key is only
+	//               ever returned by the transaction whose DELETE removed it;
 	//   remembered: their key IDs, so that a re-upload is not stored again;
-	//   fallback:   for the wants that got no one-time key, the fallback key, marked used;
-	//   lost:       chosen keys that another transaction removed first (not expected while the
-	//               device rows are locked; if it happens the transaction is retried, so that the
-	//               claimer never settles for the fallback key while one-time keys remain).
+	//   fallback:   for the wants without a one-time key, the fallback key, marked used;
+	//   the result: per want, the key it got, or "lost" for a chosen key that another
+	//               transaction removed first (not expected while the device rows are locked;
+	//               the transaction is then retried, so that a claimer never settles for the
+	//               fallback key or nothing while one-time keys remain).
 	pgClaim = `
 		WITH want AS (
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
 				WITH ORDINALITY AS w (user_id, device_id, algorithm, ord)
 		),
 		chosen AS MATERIALIZED (
-			SELECT w.ord, k.user_id, k.device_id, k.key_id
+			SELECT w.ord, w.user_id, w.device_id, w.algorithm, k.key_id, k.ctid AS key_row
 			FROM want AS w
-			CROSS JOIN LATERAL (
-				SELECT k.user_id, k.device_id, k.key_id
+			LEFT JOIN LATERAL (
+				SELECT k.key_id, k.ctid
 				FROM one_time_keys AS k
 				WHERE k.user_id = w.user_id AND k.device_id = w.device_id AND k.algorithm = w.algorithm
 				ORDER BY k.batch, k.key_id
 				LIMIT 1
-			) AS k
+			) AS k ON true
 		),
 		claimed AS (
-			DELETE FROM one_time_keys AS k
-			USING chosen AS c
-			WHERE k.user_id = c.user_id AND k.device_id = c.device_id AND k.key_id = c.key_id
-			RETURNING c.ord, k.user_id, k.device_id, k.key_id, k.key_json
+			DELETE FROM one_time_keys
+			WHERE ctid = ANY (ARRAY(SELECT key_row FROM chosen WHERE key_row IS NOT NULL))
+			RETURNING user_id, device_id, key_id, key_json
 		),
 		remembered AS (
 			INSERT INTO claimed_keys (user_id, device_id, key_id)
@@ -181,18 +183,20 @@ const (
 		),
 		fallback AS (
 			UPDATE fallback_keys AS f SET used = true
-			FROM want AS w
-			WHERE f.user_id = w.user_id AND f.device_id = w.device_id AND f.algorithm = w.algorithm
-			  AND NOT EXISTS (SELECT 1 FROM chosen AS c WHERE c.ord = w.ord)
-			RETURNING w.ord, f.key_id, f.key_json
+			FROM chosen AS c
+			WHERE c.key_id IS NULL
+			  AND f.user_id = c.user_id AND f.device_id = c.device_id AND f.algorithm = c.algorithm
+			RETURNING c.ord, f.key_id, f.key_json
 		)
-		SELECT ord, key_id, key_json, 'one_time' AS kind FROM claimed
+		SELECT c.ord, c.key_id, d.key_json,
+			CASE WHEN d.key_id IS NULL THEN 'lost' ELSE 'one_time' END AS kind
+		FROM chosen AS c
+		LEFT JOIN claimed AS d
+			ON d.user_id = c.user_id AND d.device_id = c.device_id AND d.key_id = c.key_id
+		WHERE c.key_id IS NOT NULL
 		UNION ALL
 		SELECT ord, key_id, key_json, 'fallback' FROM fallback
-		UNION ALL
-		SELECT c.ord, c.key_id, NULL, 'lost' FROM chosen AS c
-		WHERE NOT EXISTS (SELECT 1 FROM claimed AS d WHERE d.ord = c.ord)
-		ORDER BY ord`
+		ORDER BY 1`
 )
 
 // postgresStore is the PostgreSQL backend. Several server processes may share one database.
@@ -469,8 +473,8 @@ func (s *postgresStore) QueryDevices(ctx context.Context, req map[string][]strin
 	return out, nil
 }
 
-// Claim implements Store in one transaction of three round trips whatever the number of devices:
-// lock the devices, claim (one statement), commit.
+// Claim implements Store in one transaction of four round trips whatever the number of devices:
+// begin, lock the devices, claim (one statement), commit.
 //
 // Why row locks on the devices and not FOR UPDATE SKIP LOCKED or SERIALIZABLE: SKIP LOCKED would
 // make a claimer skip the oldest key while another transaction holds it and take a newer one, or

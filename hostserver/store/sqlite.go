@@ -6,12 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"time"
 
-	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" database/sql driver
+	"modernc.org/sqlite" // registers the pure-Go "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // sqliteMigrations is the SQLite schema, one entry per version (index 0 is version 1). A
@@ -31,20 +35,23 @@ var sqliteMigrations = []migration{
 		`CREATE TABLE upload_batches (
 			batch INTEGER PRIMARY KEY AUTOINCREMENT
 		)`,
-		// Unclaimed one-time keys. TEXT compares with the BINARY collation, which is byte order.
+		// Unclaimed one-time keys, stored in claim order: the primary key is the order in which
+		// keys are handed out (oldest batch first, then key ID; TEXT compares with the BINARY
+		// collation, which is byte order), so a claim reads and deletes one row of one b-tree and
+		// dirties a single page of it. There is deliberately no second index: the key ID is unique
+		// per device because Upload, inside the one write transaction, reads the device's keys
+		// first and never inserts a key ID it has (an extra unique index would double the pages
+		// every claim writes).
 		`CREATE TABLE one_time_keys (
 			user_id   TEXT NOT NULL,
 			device_id TEXT NOT NULL,
-			key_id    TEXT NOT NULL,
 			algorithm TEXT NOT NULL,
 			batch     INTEGER NOT NULL,
+			key_id    TEXT NOT NULL,
 			key_json  BLOB NOT NULL,
-			PRIMARY KEY (user_id, device_id, key_id),
+			PRIMARY KEY (user_id, device_id, algorithm, batch, key_id),
 			FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
-		)`,
-		// The claim order: oldest batch first, then key ID.
-		`CREATE INDEX one_time_keys_claim_order
-			ON one_time_keys (user_id, device_id, algorithm, batch, key_id)`,
+		) WITHOUT ROWID`,
 		`CREATE TABLE fallback_keys (
 			user_id   TEXT NOT NULL,
 			device_id TEXT NOT NULL,
@@ -73,6 +80,20 @@ type migration struct {
 	statements []string
 }
 
+// sqliteCheckpointEvery is how often a background goroutine copies the WAL into the database
+// file (a PASSIVE checkpoint, which makes neither the writer nor readers wait). Claims then do not
+// pay for checkpoints: with SQLite's default, the commit that crosses 1,000 WAL pages copies them
+// and syncs the file itself.
+const sqliteCheckpointEvery = time.Second
+
+// sqliteAutoCheckpointPages is the WAL size (in pages) at which a commit checkpoints by itself,
+// the safety net should the background checkpoints fall behind.
+const sqliteAutoCheckpointPages = 20000
+
+// sqliteWriterCacheKiB is the page cache of the writer connection: a claim for many devices
+// touches a few pages of each, and re-reading them from the file costs more than the memory.
+const sqliteWriterCacheKiB = 32 * 1024
+
 // sqliteBusyTimeoutMS is how long a connection waits for another process's write lock before
 // SQLITE_BUSY. Inside one process there is a single writer connection, so it never waits there.
 const sqliteBusyTimeoutMS = 10000
@@ -83,12 +104,12 @@ const (
 	// The oldest one-time key (by batch, then key ID), removed and returned in one statement.
 	sqliteClaimOneTimeKey = `
 		DELETE FROM one_time_keys
-		WHERE rowid = (
-			SELECT rowid FROM one_time_keys
-			WHERE user_id = ? AND device_id = ? AND algorithm = ?
+		WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3
+		  AND (batch, key_id) = (
+			SELECT batch, key_id FROM one_time_keys
+			WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3
 			ORDER BY batch, key_id
-			LIMIT 1
-		)
+			LIMIT 1)
 		RETURNING key_id, key_json`
 	sqliteRememberClaimed = `
 		INSERT INTO claimed_keys (user_id, device_id, key_id) VALUES (?, ?, ?)
@@ -113,8 +134,14 @@ const (
 // failing when a read lock would have to be upgraded. Reads that are not part of a write use a
 // pool of read-only connections, which WAL lets run beside the writer.
 type sqliteStore struct {
-	writer *sql.DB
-	reader *sql.DB
+	writer       *sql.DB
+	reader       *sql.DB
+	checkpointer *sql.DB // one connection, for the background checkpoints
+
+	stopCheckpoints chan struct{}
+	checkpointsDone chan struct{}
+	closeOnce       sync.Once
+	closeErr        error
 
 	claimOneTimeKey  *sql.Stmt
 	rememberClaimed  *sql.Stmt
@@ -146,8 +173,10 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 	//     reboot; that is the accepted cost for a single-node deployment. Use FULL (or PostgreSQL)
 	//     where that matters.
 	pragmas := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)", sqliteBusyTimeoutMS)
-	writerDSN := path + "?" + pragmas + "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	writerDSN := path + "?" + pragmas + "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate" +
+		fmt.Sprintf("&_pragma=cache_size(-%d)&_pragma=wal_autocheckpoint(%d)", sqliteWriterCacheKiB, sqliteAutoCheckpointPages)
 	readerDSN := path + "?" + pragmas + "&_pragma=query_only(1)"
+	checkpointerDSN := path + "?" + pragmas
 
 	s := &sqliteStore{}
 	defer func() {
@@ -164,9 +193,23 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 	s.writer.SetConnMaxLifetime(0)
 	s.writer.SetConnMaxIdleTime(0)
 
+	// The first connection switches a new file to WAL. SQLite answers a journal mode change that
+	// meets another process's connection with SQLITE_BUSY at once, without the busy handler, so
+	// that step alone is retried (bounded by the busy timeout).
 	var mode string
-	if err := s.writer.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return nil, fmt.Errorf("store: sqlite: open %q: %w", path, err)
+	for wait := time.Now().Add(sqliteBusyTimeoutMS * time.Millisecond); ; {
+		err := s.writer.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode)
+		if err == nil {
+			break
+		}
+		if !isSQLiteBusy(err) || time.Now().After(wait) {
+			return nil, fmt.Errorf("store: sqlite: open %q: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("store: sqlite: open %q: %w", path, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return nil, fmt.Errorf("store: sqlite: %q: journal_mode is %q, want wal", path, mode)
@@ -181,6 +224,11 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 	s.reader.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
 	s.reader.SetMaxIdleConns(max(4, runtime.GOMAXPROCS(0)))
 
+	if s.checkpointer, err = sql.Open("sqlite", checkpointerDSN); err != nil {
+		return nil, fmt.Errorf("store: sqlite: open %q: %w", path, err)
+	}
+	s.checkpointer.SetMaxOpenConns(1)
+
 	for _, st := range []struct {
 		dst   **sql.Stmt
 		query string
@@ -193,7 +241,35 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 			return nil, fmt.Errorf("store: sqlite: prepare: %w", err)
 		}
 	}
+	s.stopCheckpoints, s.checkpointsDone = make(chan struct{}), make(chan struct{})
+	go s.checkpoints(path)
 	return s, nil
+}
+
+// checkpoints runs a PASSIVE checkpoint every sqliteCheckpointEvery until Close. A failure is
+// logged and tried again at the next tick: the WAL then only grows until it succeeds (or the
+// writer's own auto-checkpoint steps in).
+func (s *sqliteStore) checkpoints(path string) {
+	defer close(s.checkpointsDone)
+	tick := time.NewTicker(sqliteCheckpointEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopCheckpoints:
+			return
+		case <-tick.C:
+			var busy, walPages, copied int
+			if err := s.checkpointer.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &walPages, &copied); err != nil {
+				slog.Warn("store: sqlite: background checkpoint failed", "path", path, "err", err)
+			}
+		}
+	}
+}
+
+// isSQLiteBusy reports whether err is SQLITE_BUSY (or one of its extended codes).
+func isSQLiteBusy(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // migrate brings the schema to the newest version in one IMMEDIATE transaction, which also
@@ -234,27 +310,34 @@ func (s *sqliteStore) migrate(ctx context.Context) error {
 	return tx.Commit()
 }
 
-// Close closes the statements and both connection pools.
+// Close stops the background checkpoints and closes the statements and connection pools. The
+// last connection to close checkpoints the WAL into the database file. Closing again is a no-op.
 func (s *sqliteStore) Close() error {
-	var errs []error
-	for _, st := range []*sql.Stmt{s.claimOneTimeKey, s.rememberClaimed, s.claimFallbackKey} {
-		if st != nil {
-			errs = append(errs, st.Close())
+	s.closeOnce.Do(func() {
+		if s.stopCheckpoints != nil { // the background checkpoints were started
+			close(s.stopCheckpoints)
+			<-s.checkpointsDone
 		}
-	}
-	for _, db := range []*sql.DB{s.reader, s.writer} {
-		if db != nil {
-			errs = append(errs, db.Close())
+		var errs []error
+		for _, st := range []*sql.Stmt{s.claimOneTimeKey, s.rememberClaimed, s.claimFallbackKey} {
+			if st != nil {
+				errs = append(errs, st.Close())
+			}
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("store: sqlite: close: %w", err)
-	}
-	return nil
+		for _, db := range []*sql.DB{s.checkpointer, s.reader, s.writer} {
+			if db != nil {
+				errs = append(errs, db.Close())
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("store: sqlite: close: %w", err)
+		}
+	})
+	return s.closeErr
 }
 
 // Upload implements Store.
-func (s *sqliteStore) Upload(ctx context.Context, user, device string, up Upload) (_ Counts, err error) {
+func (s *sqliteStore) Upload(ctx context.Context, user, device string, up Upload) (Counts, error) {
 	p, err := prepareUpload(up)
 	if err != nil {
 		return nil, err
@@ -300,30 +383,9 @@ func (s *sqliteStore) upload(ctx context.Context, tx *sql.Tx, user, device strin
 	}
 
 	if len(p.oneTimeKeys) > 0 {
-		existing := make(map[string][]byte)
-		claimed := make(map[string]bool)
-		for _, k := range p.oneTimeKeys {
-			var value []byte
-			err := tx.QueryRowContext(ctx, `
-				SELECT key_json FROM one_time_keys WHERE user_id = ? AND device_id = ? AND key_id = ?`,
-				user, device, k.keyID).Scan(&value)
-			switch {
-			case err == nil:
-				existing[k.keyID] = value
-				continue
-			case !errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("one-time key %q: %w", k.keyID, err)
-			}
-			var one int
-			err = tx.QueryRowContext(ctx, `
-				SELECT 1 FROM claimed_keys WHERE user_id = ? AND device_id = ? AND key_id = ?`,
-				user, device, k.keyID).Scan(&one)
-			switch {
-			case err == nil:
-				claimed[k.keyID] = true
-			case !errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("one-time key %q: %w", k.keyID, err)
-			}
+		existing, claimed, err := sqliteKnownKeys(ctx, tx, user, device, p.oneTimeKeyIDs())
+		if err != nil {
+			return err
 		}
 		fresh, err := newOneTimeKeys(user, device, p.oneTimeKeys, existing, claimed)
 		if err != nil {
@@ -339,14 +401,14 @@ func (s *sqliteStore) upload(ctx context.Context, tx *sql.Tx, user, device strin
 				return fmt.Errorf("batch: %w", err)
 			}
 			insert, err := tx.PrepareContext(ctx, `
-				INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, batch, key_json)
+				INSERT INTO one_time_keys (user_id, device_id, algorithm, batch, key_id, key_json)
 				VALUES (?, ?, ?, ?, ?, ?)`)
 			if err != nil {
 				return fmt.Errorf("one-time keys: %w", err)
 			}
 			defer func() { _ = insert.Close() }()
 			for _, k := range fresh {
-				if _, err := insert.ExecContext(ctx, user, device, k.keyID, k.algorithm, batch, k.value); err != nil {
+				if _, err := insert.ExecContext(ctx, user, device, k.algorithm, batch, k.keyID, k.value); err != nil {
 					return fmt.Errorf("one-time key %q: %w", k.keyID, err)
 				}
 			}
@@ -370,6 +432,63 @@ func (s *sqliteStore) upload(ctx context.Context, tx *sql.Tx, user, device strin
 	return nil
 }
 
+// sqliteKnownKeys returns, among the given one-time key IDs of a device, those stored unclaimed
+// (key ID -> value) and those already claimed.
+func sqliteKnownKeys(ctx context.Context, tx *sql.Tx, user, device string, keyIDs []string) (existing map[string][]byte, claimed map[string]bool, err error) {
+	ids, err := json.Marshal(keyIDs)
+	if err != nil {
+		return nil, nil, err
+	}
+	existing = make(map[string][]byte)
+	claimed = make(map[string]bool)
+	// The device's keys are one range of the primary key; key_id is not indexed on its own.
+	err = sqliteEachRow(ctx, tx, func(rows *sql.Rows) error {
+		var keyID string
+		var value []byte
+		if err := rows.Scan(&keyID, &value); err != nil {
+			return err
+		}
+		existing[keyID] = value
+		return nil
+	}, `
+		SELECT key_id, key_json FROM one_time_keys
+		WHERE user_id = ? AND device_id = ?
+		  AND key_id IN (SELECT value FROM json_each(?))`, user, device, ids)
+	if err != nil {
+		return nil, nil, fmt.Errorf("one-time keys: %w", err)
+	}
+	err = sqliteEachRow(ctx, tx, func(rows *sql.Rows) error {
+		var keyID string
+		if err := rows.Scan(&keyID); err != nil {
+			return err
+		}
+		claimed[keyID] = true
+		return nil
+	}, `
+		SELECT key_id FROM claimed_keys
+		WHERE user_id = ? AND device_id = ?
+		  AND key_id IN (SELECT value FROM json_each(?))`, user, device, ids)
+	if err != nil {
+		return nil, nil, fmt.Errorf("claimed keys: %w", err)
+	}
+	return existing, claimed, nil
+}
+
+// sqliteEachRow runs query and calls fn for each row.
+func sqliteEachRow(ctx context.Context, q queryer, fn func(*sql.Rows) error, query string, args ...any) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
 // queryer is what countKeys needs: a *sql.DB or a *sql.Tx.
 type queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
@@ -377,21 +496,17 @@ type queryer interface {
 
 // countKeys returns the device's unclaimed one-time keys per algorithm.
 func countKeys(ctx context.Context, q queryer, user, device string) (Counts, error) {
-	rows, err := q.QueryContext(ctx, sqliteCounts, user, device)
-	if err != nil {
-		return nil, fmt.Errorf("counts: %w", err)
-	}
-	defer func() { _ = rows.Close() }()
 	counts := newCounts()
-	for rows.Next() {
+	err := sqliteEachRow(ctx, q, func(rows *sql.Rows) error {
 		var alg string
 		var n int
 		if err := rows.Scan(&alg, &n); err != nil {
-			return nil, fmt.Errorf("counts: %w", err)
+			return err
 		}
 		counts[alg] = n
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	}, sqliteCounts, user, device)
+	if err != nil {
 		return nil, fmt.Errorf("counts: %w", err)
 	}
 	return counts, nil
@@ -408,7 +523,7 @@ func (s *sqliteStore) Counts(ctx context.Context, user, device string) (Counts, 
 
 // QueryDevices implements Store. All users are read in one transaction, so the answer is one
 // consistent snapshot.
-func (s *sqliteStore) QueryDevices(ctx context.Context, req map[string][]string) (_ map[string]map[string]json.RawMessage, err error) {
+func (s *sqliteStore) QueryDevices(ctx context.Context, req map[string][]string) (map[string]map[string]json.RawMessage, error) {
 	out := make(map[string]map[string]json.RawMessage, len(req))
 	if len(req) == 0 {
 		return out, nil
@@ -447,27 +562,22 @@ func (s *sqliteStore) QueryDevices(ctx context.Context, req map[string][]string)
 
 // queryAllDevices adds every device of user that has device keys to got.
 func queryAllDevices(ctx context.Context, tx *sql.Tx, user string, got map[string]json.RawMessage) error {
-	rows, err := tx.QueryContext(ctx, `
-		SELECT device_id, device_keys FROM devices
-		WHERE user_id = ? AND device_keys IS NOT NULL`, user)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = rows.Close() }()
-	for rows.Next() {
+	return sqliteEachRow(ctx, tx, func(rows *sql.Rows) error {
 		var device string
 		var keys []byte
 		if err := rows.Scan(&device, &keys); err != nil {
 			return err
 		}
 		got[device] = keys
-	}
-	return rows.Err()
+		return nil
+	}, `
+		SELECT device_id, device_keys FROM devices
+		WHERE user_id = ? AND device_keys IS NOT NULL`, user)
 }
 
 // Claim implements Store: one IMMEDIATE transaction for the whole request, so no other writer
 // (in this process or another) sees a key between its selection and its removal.
-func (s *sqliteStore) Claim(ctx context.Context, wants []Want) (_ []Claimed, err error) {
+func (s *sqliteStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error) {
 	wants = dedupeWants(wants)
 	out := make([]Claimed, 0, len(wants))
 	if len(wants) == 0 {
