@@ -12,7 +12,7 @@ WASMSRC := $(wildcard core/*.go wasm/*.go)
 # The module's build command: a wasip1 reactor (c-shared), reproducible (-trimpath), no symbol table.
 WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags='-s -w'
 
-.PHONY: help build wasm test test-go bench run playground lint check fuzz clean
+.PHONY: help build wasm test test-synapse bench bench-server run playground lint check fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,11 +35,19 @@ $(EMBED): $(WASM)
 	cp $(WASM) $@
 
 test: wasm ## run every test (starts PostgreSQL for the store tests when it can)
-	@source scripts/test-env.sh && $(GO) test -count=1 ./...
+	@source scripts/test-env.sh && $(GO) test -count=1 ./... && \
+		echo "== the keys server suite again through the WebAssembly engine" && \
+		KEYCLAIM_TEST_ENGINE=wasm $(GO) test -count=1 ./hostserver/
 	@echo "make test: all Go tests passed"
 
-bench: wasm ## run the benchmarks (core, wasm, store, server load driver)
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/...
+bench: wasm bench-server ## run the benchmarks (core, wasm host, store, then the server load driver)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/store/
+
+bench-server: build ## load-test dist/keyclaim-server on loopback (native and wasm engines)
+	$(GO) run ./bench/loaddriver --server-binary $(SERVER) --engine native,wasm
+
+test-synapse: wasm ## proxy mode in front of a real Synapse (installs matrix-synapse in ./var/synapse-venv)
+	bash scripts/test-synapse.sh
 
 run: build ## start the keys server on its embedded default (SQLite under ./var, dev tokens)
 	$(SERVER) --dev

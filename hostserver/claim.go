@@ -1,0 +1,166 @@
+package hostserver
+
+import (
+	"context"
+	"time"
+
+	"github.com/keyclaim/keyclaim/core"
+	"github.com/keyclaim/keyclaim/hostserver/store"
+	"github.com/labstack/echo/v4"
+)
+
+// handleClientClaim serves POST /_matrix/client/v3/keys/claim (BRIEF sections 2, 3 and 4):
+// validate, claim local users' keys in one store transaction, ask every remote server in
+// parallel within the request's timeout, and complete the answer so that every requested device
+// is answered.
+func (s *Server) handleClientClaim(c echo.Context) error {
+	ctx := c.Request().Context()
+	if _, err := s.authenticate(c); err != nil {
+		return err
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	req, err := s.engine.ParseClaim(ctx, core.FlavourClient, body, c.QueryParam("timeout"))
+	if err != nil {
+		return err
+	}
+	plan := core.PlanFanout(req, s.serverName)
+	local, counts, err := s.claimLocal(ctx, plan.Local)
+	if err != nil {
+		return err
+	}
+
+	servers := make([]core.ServerName, len(plan.Remote))
+	bodies := make([][]byte, len(plan.Remote))
+	for i := range plan.Remote {
+		servers[i] = plan.Remote[i].Server
+		bodies[i] = plan.Remote[i].AppendBody(nil)
+	}
+	remote := fanout(ctx, s.fanoutTimeout(time.Duration(req.TimeoutMS)*time.Millisecond), servers, bodies, s.fed.ClaimKeys)
+
+	out, err := s.engine.CompleteClient(ctx, req, local, remote)
+	if err != nil {
+		return err
+	}
+	counts.add(s.countRemote(req, plan, remote, out))
+	s.metrics.addClaims(counts)
+	return writeJSON(c, out)
+}
+
+// handleFederationClaim serves POST /_matrix/federation/v1/user/keys/claim (BRIEF section 5):
+// the request must carry a valid X-Matrix authorization (else 401 M_UNAUTHORIZED); every
+// requested user must be local (else 400 M_INVALID_PARAM); the answer has no failures.
+func (s *Server) handleFederationClaim(c echo.Context) error {
+	ctx := c.Request().Context()
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	if _, err := s.authenticateFederation(c, body); err != nil {
+		return err
+	}
+	req, err := s.engine.ParseClaim(ctx, core.FlavourFederation, body, "")
+	if err != nil {
+		return err
+	}
+	local, counts, err := s.claimLocal(ctx, req.Users)
+	if err != nil {
+		return err
+	}
+	out, err := s.engine.CompleteFederation(ctx, req, local)
+	if err != nil {
+		return err
+	}
+	s.metrics.addClaims(counts)
+	return writeJSON(c, out)
+}
+
+// claimLocal claims one key for every requested device of local users, in one store
+// transaction, and tallies what the devices gave.
+func (s *Server) claimLocal(ctx context.Context, users []core.UserClaim) (core.LocalResults, claimCounts, error) {
+	n := 0
+	for i := range users {
+		n += len(users[i].Devices)
+	}
+	local := core.LocalResults{}
+	if n == 0 {
+		return local, claimCounts{}, nil
+	}
+	wants := make([]store.Want, 0, n)
+	for i := range users {
+		u := &users[i]
+		for _, d := range u.Devices {
+			wants = append(wants, store.Want{User: string(u.User), Device: string(d.Device), Algorithm: string(d.Algorithm)})
+		}
+	}
+	claimed, err := s.store.Claim(ctx, wants)
+	if err != nil {
+		return nil, claimCounts{}, s.storeFailed("claim", err)
+	}
+	var counts claimCounts
+	for _, k := range claimed {
+		user := core.UserID(k.User)
+		devs := local[user]
+		if devs == nil {
+			devs = map[core.DeviceID]core.ClaimedKey{}
+			local[user] = devs
+		}
+		devs[core.DeviceID(k.Device)] = core.ClaimedKey{KeyID: core.KeyID(k.KeyID), Key: k.Key, Fallback: k.Fallback}
+		if k.Fallback {
+			counts.fallback++
+		} else {
+			counts.oneTime++
+		}
+	}
+	counts.empty = n - len(claimed)
+	return local, counts, nil
+}
+
+// countRemote tallies the outcomes of the devices of remote users. When every remote server
+// failed before answering (as without federation) the tally needs no parsing; otherwise the
+// completed answer is classified as a client would.
+func (s *Server) countRemote(req *core.ClaimRequest, plan *core.FanoutPlan, remote map[core.ServerName]core.RemoteOutcome, out []byte) claimCounts {
+	var counts claimCounts
+	answered := false
+	for i := range plan.Remote {
+		d := &plan.Remote[i]
+		if o := remote[d.Server]; o.Failure != nil {
+			for _, u := range d.Users {
+				counts.failed += len(u.Devices)
+			}
+		} else {
+			answered = true
+		}
+	}
+	if !answered {
+		return counts
+	}
+	cls, err := core.ClassifyClaim(req, out)
+	if err != nil {
+		return counts
+	}
+	counts = claimCounts{}
+	for _, d := range cls.Devices {
+		if d.User.Server() == s.serverName {
+			continue
+		}
+		switch d.Outcome {
+		case core.OutcomeClaimed:
+			counts.oneTime++
+		case core.OutcomeNoKeys:
+			counts.empty++
+		case core.OutcomeServerFailed:
+			counts.failed++
+		}
+	}
+	return counts
+}
+
+func (c *claimCounts) add(o claimCounts) {
+	c.oneTime += o.oneTime
+	c.fallback += o.fallback
+	c.empty += o.empty
+	c.failed += o.failed
+}

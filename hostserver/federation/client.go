@@ -1,0 +1,433 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/keyclaim/keyclaim/core"
+)
+
+// The federation endpoints the client calls (user_keys.yaml).
+const (
+	// ClaimPath is POST /_matrix/federation/v1/user/keys/claim.
+	ClaimPath = "/_matrix/federation/v1/user/keys/claim"
+	// QueryPath is POST /_matrix/federation/v1/user/keys/query.
+	QueryPath = "/_matrix/federation/v1/user/keys/query"
+)
+
+// Client defaults.
+const (
+	// DefaultMaxResponseBytes bounds the body of a claim or query answer.
+	DefaultMaxResponseBytes = 1 << 20
+	// DefaultMaxKeyResponseBytes bounds the body of a key server answer.
+	DefaultMaxKeyResponseBytes = 256 << 10
+	// DefaultTimeout bounds a request whose context has no deadline (BRIEF section 2's default
+	// claim timeout).
+	DefaultTimeout = 10 * time.Second
+)
+
+// Failure statuses of [Client] outcomes (the core records them as they are).
+const (
+	// StatusTooLarge: the answer was larger than the limit.
+	StatusTooLarge = http.StatusBadGateway
+	// StatusUnavailable: the server could not be reached, or is backed off.
+	StatusUnavailable = http.StatusServiceUnavailable
+	// StatusTimeout: no answer before the deadline.
+	StatusTimeout = http.StatusGatewayTimeout
+)
+
+// Endpoint names a kind of outgoing federation request, in metrics and logs.
+type Endpoint string
+
+// The endpoints the client calls.
+const (
+	EndpointClaim      Endpoint = "claim"       // POST ClaimPath
+	EndpointQuery      Endpoint = "query"       // POST QueryPath
+	EndpointServerKeys Endpoint = "server_keys" // GET KeyServerPath
+)
+
+// Outcome is what became of one outgoing request, in metrics and logs.
+type Outcome string
+
+// The outcomes of outgoing requests.
+const (
+	// OutcomeOK: a 2xx answer (its body is judged by the core, not here).
+	OutcomeOK Outcome = "ok"
+	// OutcomeHTTPError: a non-2xx answer, passed on as status and body.
+	OutcomeHTTPError Outcome = "http_error"
+	// OutcomeTransportError: no answer: discovery, connection, TLS or protocol failure (503).
+	OutcomeTransportError Outcome = "transport_error"
+	// OutcomeTimeout: no answer before the deadline (504).
+	OutcomeTimeout Outcome = "timeout"
+	// OutcomeBackoff: not sent, the destination is backed off (503 "Not ready for retry").
+	OutcomeBackoff Outcome = "backoff"
+	// OutcomeTooLarge: the answer was larger than the limit (502).
+	OutcomeTooLarge Outcome = "too_large"
+	// OutcomeCanceled: the caller gave up (its context was cancelled) before an answer (503).
+	OutcomeCanceled Outcome = "canceled"
+	// OutcomeRequestError: the request could not be made (an invalid server name or a body
+	// that is not JSON): a bug of the caller, not a failure of the destination (500).
+	OutcomeRequestError Outcome = "request_error"
+)
+
+// RequestEvent describes one outgoing request, for metrics.
+type RequestEvent struct {
+	Destination core.ServerName
+	Endpoint    Endpoint
+	Outcome     Outcome
+	// Status is the HTTP status of the answer, or the status of the failure.
+	Status  int
+	Latency time.Duration
+}
+
+// Observer receives an event for every outgoing request. ObserveRequest is called
+// synchronously and concurrently; it must be fast and safe for concurrent use.
+type Observer interface {
+	ObserveRequest(RequestEvent)
+}
+
+// ObserverFunc adapts a function to an [Observer].
+type ObserverFunc func(RequestEvent)
+
+// ObserveRequest calls f(e).
+func (f ObserverFunc) ObserveRequest(e RequestEvent) { f(e) }
+
+// ClientOptions configure a [Client].
+type ClientOptions struct {
+	// SigningKey signs requests (required); its server name is the origin.
+	SigningKey *SigningKey
+	// Resolver finds and connects to servers (nil means NewResolver(ResolverOptions{})).
+	Resolver *Resolver
+	// MaxResponseBytes bounds claim and query answers (0 means DefaultMaxResponseBytes).
+	MaxResponseBytes int64
+	// MaxKeyResponseBytes bounds key server answers (0 means DefaultMaxKeyResponseBytes).
+	MaxKeyResponseBytes int64
+	// DefaultTimeout bounds requests whose context has no deadline (0 means DefaultTimeout).
+	DefaultTimeout time.Duration
+	// Backoff is the per-destination backoff policy.
+	Backoff BackoffPolicy
+	// Clock is the time source of the backoff (nil means time.Now). Latencies are measured
+	// with the monotonic clock.
+	Clock func() time.Time
+	// Observer receives an event per outgoing request (nil means none).
+	Observer Observer
+	// Logger receives a record per outgoing request (nil means slog.Default()): Debug when it
+	// succeeded or was not sent, Info for non-2xx answers, Warn for failures.
+	Logger *slog.Logger
+}
+
+// Client sends federation requests, X-Matrix signed, through a [Resolver]. ClaimKeys and
+// QueryKeys implement hostserver's Federation; FetchServerKeys implements [KeyFetcher]. It is
+// safe for concurrent use.
+type Client struct {
+	key        *SigningKey
+	resolver   *Resolver
+	http       *http.Client
+	maxBody    int64
+	maxKeyBody int64
+	timeout    time.Duration
+	backoff    *backoffs
+	observer   Observer
+	log        *slog.Logger
+}
+
+// NewClient returns a Client.
+func NewClient(opts ClientOptions) (*Client, error) {
+	if opts.SigningKey == nil {
+		return nil, errors.New("federation client: a signing key is required")
+	}
+	c := &Client{
+		key:        opts.SigningKey,
+		resolver:   opts.Resolver,
+		maxBody:    opts.MaxResponseBytes,
+		maxKeyBody: opts.MaxKeyResponseBytes,
+		timeout:    opts.DefaultTimeout,
+		observer:   opts.Observer,
+		log:        opts.Logger,
+	}
+	if c.resolver == nil {
+		c.resolver = NewResolver(ResolverOptions{})
+	}
+	if c.maxBody <= 0 {
+		c.maxBody = DefaultMaxResponseBytes
+	}
+	if c.maxKeyBody <= 0 {
+		c.maxKeyBody = DefaultMaxKeyResponseBytes
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	clock := opts.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	c.backoff = newBackoffs(opts.Backoff, clock)
+	c.http = &http.Client{
+		Transport: c.resolver.transport,
+		// Federation answers are not redirected: a 3xx is an answer like any non-2xx.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return c, nil
+}
+
+// Resolver returns the client's resolver.
+func (c *Client) Resolver() *Resolver { return c.resolver }
+
+// ClaimKeys sends body, a federation claim body ({"one_time_keys": {...}}), to destination's
+// POST /_matrix/federation/v1/user/keys/claim and returns its answer (any status, body
+// size-limited) or a failure: 503 when it cannot be reached or is backed off ("Not ready for
+// retry"), 504 when ctx's deadline passes first, 502 when the answer is too large, 500 when the
+// request cannot be made (an invalid server name, a body that is not JSON). The answer is not
+// judged here. A context without a deadline is bounded by DefaultTimeout.
+func (c *Client) ClaimKeys(ctx context.Context, destination core.ServerName, body []byte) core.RemoteOutcome {
+	return c.post(ctx, EndpointClaim, destination, ClaimPath, body)
+}
+
+// QueryKeys sends body, a federation query body ({"device_keys": {...}}), to destination's
+// POST /_matrix/federation/v1/user/keys/query, with the outcomes of [Client.ClaimKeys].
+func (c *Client) QueryKeys(ctx context.Context, destination core.ServerName, body []byte) core.RemoteOutcome {
+	return c.post(ctx, EndpointQuery, destination, QueryPath, body)
+}
+
+func (c *Client) post(ctx context.Context, ep Endpoint, dest core.ServerName, path string, body []byte) core.RemoteOutcome {
+	start := time.Now()
+	if ok, until := c.backoff.ready(dest); !ok {
+		c.record(ctx, dest, ep, OutcomeBackoff, StatusUnavailable, 0, slog.Time("retry_after", until))
+		return failed(StatusUnavailable, NotReadyForRetry)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	status, data, err := c.roundTrip(ctx, dest, http.MethodPost, path, body, c.maxBody)
+	latency := time.Since(start)
+	if err != nil {
+		f, outcome := classify(ctx, dest, err, latency)
+		attrs := []slog.Attr{slog.String("error", err.Error())}
+		if outcome == OutcomeTransportError || outcome == OutcomeTimeout && deadline.Sub(start) >= c.backoff.policy.MinTimeout {
+			attrs = append(attrs, slog.Duration("backoff", c.backoff.fail(dest)))
+		}
+		c.record(ctx, dest, ep, outcome, f.Status, latency, attrs...)
+		return core.RemoteOutcome{Failure: f}
+	}
+	outcome := OutcomeOK
+	if status < 200 || status > 299 {
+		outcome = OutcomeHTTPError
+	}
+	if status >= 500 || status == http.StatusTooManyRequests {
+		c.record(ctx, dest, ep, outcome, status, latency, slog.Duration("backoff", c.backoff.fail(dest)))
+	} else {
+		c.backoff.succeed(dest)
+		c.record(ctx, dest, ep, outcome, status, latency)
+	}
+	return core.RemoteOutcome{Status: status, Body: data}
+}
+
+func failed(status int, msg string) core.RemoteOutcome {
+	return core.RemoteOutcome{Failure: &core.Failure{Status: status, Message: msg}}
+}
+
+// withTimeout bounds ctx by the default timeout when it has no deadline.
+func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.timeout)
+}
+
+// roundTrip sends one request to dest and returns the status and body of its answer. Requests
+// are X-Matrix signed, except GET (the key server request, which is not authenticated).
+func (c *Client) roundTrip(ctx context.Context, dest core.ServerName, method, path string, body []byte, limit int64) (int, []byte, error) {
+	res, err := c.resolver.Resolve(ctx, dest)
+	if err != nil {
+		if ctx.Err() == nil {
+			err = &requestError{err} // an invalid server name
+		}
+		return 0, nil, err
+	}
+	req, err := c.resolver.newRequest(ctx, res, method, path, body)
+	if err != nil {
+		return 0, nil, &requestError{err}
+	}
+	if method != http.MethodGet {
+		if err := SignRequest(req, body, c.key.serverName, dest, c.key); err != nil {
+			return 0, nil, &requestError{err}
+		}
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, unwrapURLError(err)
+	}
+	defer resp.Body.Close()
+	if resp.ContentLength > limit {
+		return 0, nil, &tooLargeError{limit: limit}
+	}
+	data, err := readLimited(resp.Body, limit)
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode, data, nil
+}
+
+// requestError is a request that could not be made: the caller's fault, not the destination's.
+type requestError struct{ err error }
+
+// Error returns the underlying error's message.
+func (e *requestError) Error() string { return e.err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *requestError) Unwrap() error { return e.err }
+
+// classify turns the error of a request to dest into a failure.
+func classify(ctx context.Context, dest core.ServerName, err error, latency time.Duration) (*core.Failure, Outcome) {
+	var tl *tooLargeError
+	var ne net.Error
+	var re *requestError
+	switch {
+	case errors.As(err, &re):
+		return &core.Failure{Status: http.StatusInternalServerError, Message: fmt.Sprintf("could not send a request to %s: %v", dest, re.err)}, OutcomeRequestError
+	case errors.As(err, &tl):
+		return &core.Failure{Status: StatusTooLarge, Message: fmt.Sprintf("the answer of %s is larger than the limit of %d bytes", dest, tl.limit)}, OutcomeTooLarge
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return &core.Failure{Status: StatusTimeout, Message: fmt.Sprintf("timed out after %s waiting for %s", latency.Round(time.Millisecond), dest)}, OutcomeTimeout
+	case ctx.Err() != nil:
+		return &core.Failure{Status: StatusUnavailable, Message: fmt.Sprintf("the request to %s was cancelled", dest)}, OutcomeCanceled
+	}
+	return &core.Failure{Status: StatusUnavailable, Message: fmt.Sprintf("could not reach %s: %v", dest, err)}, OutcomeTransportError
+}
+
+// record reports a request to the observer and the log.
+func (c *Client) record(ctx context.Context, dest core.ServerName, ep Endpoint, outcome Outcome, status int, latency time.Duration, extra ...slog.Attr) {
+	if c.observer != nil {
+		c.observer.ObserveRequest(RequestEvent{Destination: dest, Endpoint: ep, Outcome: outcome, Status: status, Latency: latency})
+	}
+	level := slog.LevelWarn
+	switch outcome {
+	case OutcomeOK, OutcomeBackoff, OutcomeCanceled:
+		level = slog.LevelDebug
+	case OutcomeHTTPError:
+		level = slog.LevelInfo
+	}
+	if !c.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := append([]slog.Attr{
+		slog.String("destination", string(dest)),
+		slog.String("endpoint", string(ep)),
+		slog.String("outcome", string(outcome)),
+		slog.Int("status", status),
+		slog.Duration("latency", latency),
+	}, extra...)
+	c.log.LogAttrs(ctx, level, "federation request", attrs...)
+}
+
+// FetchServerKeys fetches server's keys from its GET /_matrix/key/v2/server through the same
+// discovery and transport as every request, and checks them with [ParseServerKeys]. The answer
+// is limited to MaxKeyResponseBytes. Backoff does not apply.
+func (c *Client) FetchServerKeys(ctx context.Context, server core.ServerName) (*ServerKeys, error) {
+	start := time.Now()
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	status, data, err := c.roundTrip(ctx, server, http.MethodGet, KeyServerPath, nil, c.maxKeyBody)
+	latency := time.Since(start)
+	if err != nil {
+		f, outcome := classify(ctx, server, err, latency)
+		c.record(ctx, server, EndpointServerKeys, outcome, f.Status, latency, slog.String("error", err.Error()))
+		return nil, &messageError{msg: fmt.Sprintf("could not fetch the server keys of %s: %s", server, f.Message), err: err}
+	}
+	if status != http.StatusOK {
+		c.record(ctx, server, EndpointServerKeys, OutcomeHTTPError, status, latency)
+		return nil, fmt.Errorf("could not fetch the server keys of %s: status %d", server, status)
+	}
+	c.record(ctx, server, EndpointServerKeys, OutcomeOK, status, latency)
+	keys, err := ParseServerKeys(data, server)
+	if err != nil {
+		return nil, fmt.Errorf("could not fetch the server keys of %s: %w", server, err)
+	}
+	return keys, nil
+}
+
+// messageError is an error with its own message that wraps another.
+type messageError struct {
+	msg string
+	err error
+}
+
+// Error returns the message.
+func (e *messageError) Error() string { return e.msg }
+
+// Unwrap returns the wrapped error.
+func (e *messageError) Unwrap() error { return e.err }
+
+// Request is one request of a fan-out: a destination and the body to send it.
+type Request struct {
+	Destination core.ServerName
+	Body        []byte
+}
+
+// ClaimRequests returns the federation claim requests of a fan-out plan's remote part
+// (core.FanoutPlan.Remote): one per destination, its body {"one_time_keys": {...}}.
+func ClaimRequests(remote []core.Destination) []Request {
+	reqs := make([]Request, len(remote))
+	for i := range remote {
+		reqs[i] = Request{Destination: remote[i].Server, Body: remote[i].AppendBody(nil)}
+	}
+	return reqs
+}
+
+// CallFunc sends one federation request; [Client.ClaimKeys] and [Client.QueryKeys] are
+// CallFuncs.
+type CallFunc func(ctx context.Context, destination core.ServerName, body []byte) core.RemoteOutcome
+
+// FanOut sends all requests in parallel with call and returns every destination's outcome once
+// all have answered or timeout has passed (or ctx is done), whichever is first: it never waits
+// longer. A destination without an answer by then gets a failure, 504 "timed out after ..."
+// (503 when ctx was cancelled), and its call's context is cancelled. A destination given twice
+// is sent once, with its first body.
+func FanOut(ctx context.Context, call CallFunc, reqs []Request, timeout time.Duration) map[core.ServerName]core.RemoteOutcome {
+	out := make(map[core.ServerName]core.RemoteOutcome, len(reqs))
+	if len(reqs) == 0 {
+		return out
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type answer struct {
+		dest    core.ServerName
+		outcome core.RemoteOutcome
+	}
+	answers := make(chan answer, len(reqs)) // buffered: late answers never block
+	pending := map[core.ServerName]bool{}
+	for _, r := range reqs {
+		if pending[r.Destination] {
+			continue
+		}
+		pending[r.Destination] = true
+		go func() { answers <- answer{r.Destination, call(ctx, r.Destination, r.Body)} }()
+	}
+	for len(pending) > 0 {
+		select {
+		case a := <-answers:
+			out[a.dest] = a.outcome
+			delete(pending, a.dest)
+		case <-ctx.Done():
+			elapsed := time.Since(start).Round(time.Millisecond)
+			for dest := range pending {
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					out[dest] = failed(StatusTimeout, fmt.Sprintf("timed out after %s waiting for %s", elapsed, dest))
+				} else {
+					out[dest] = failed(StatusUnavailable, fmt.Sprintf("the request to %s was cancelled", dest))
+				}
+			}
+			return out
+		}
+	}
+	return out
+}

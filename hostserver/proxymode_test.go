@@ -1,0 +1,84 @@
+package hostserver_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyclaim/keyclaim/hostserver"
+)
+
+// TestProxyMode runs the server binary's proxy mode (--upstream) in front of a fake upstream
+// homeserver with today's spec behaviour: the claim answer comes back completed, the client's
+// Authorization header reaches the upstream, and no token file, database or signing key is needed.
+func TestProxyMode(t *testing.T) {
+	var gotAuth string
+	fakeHomeserver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth = r.Header.Get("Authorization")
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"failures":{},"one_time_keys":{"@bob:hs1.test":{"B1":{"signed_curve25519:K":{"key":"k"}},"JUNK":{}}}}`)
+	}))
+	defer fakeHomeserver.Close()
+
+	cfg, err := hostserver.LoadConfig([]string{"--upstream", fakeHomeserver.URL, "--server-name", "hs1.test", "--listen", "127.0.0.1:0"},
+		func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatalf("proxy mode needs no tokens, database or signing key: %v", err)
+	}
+	srv, err := hostserver.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background(), ln); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}()
+	base := "http://" + ln.Addr().String()
+	req, _ := http.NewRequest(http.MethodPost, base+"/_matrix/client/v3/keys/claim",
+		strings.NewReader(`{"one_time_keys":{"@bob:hs1.test":{"B1":"signed_curve25519","B2":"signed_curve25519"}}}`))
+	req.Header.Set("Authorization", "Bearer client-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := `{"failures":{},"one_time_keys":{"@bob:hs1.test":{"B1":{"signed_curve25519:K":{"key":"k"}},"B2":{}}}}`
+	if resp.StatusCode != 200 || string(body) != want {
+		t.Fatalf("got %d %s\nwant 200 %s", resp.StatusCode, body, want)
+	}
+	if gotAuth != "Bearer client-token" {
+		t.Errorf("upstream got Authorization %q, want the client's own", gotAuth)
+	}
+	for path, status := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/_matrix/client/v3/keys/upload": 404} {
+		r, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != status && !(path == "/_matrix/client/v3/keys/upload" && r.StatusCode == 405) {
+			t.Errorf("GET %s = %d, want %d", path, r.StatusCode, status)
+		}
+	}
+}
+
+func TestProxyModeFlagsNeedUpstream(t *testing.T) {
+	_, err := hostserver.LoadConfig([]string{"--upstream-passthrough", "--dev"}, func(string) (string, bool) { return "", false }, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--upstream") {
+		t.Fatalf("err = %v, want a message that --upstream is needed", err)
+	}
+}

@@ -1,0 +1,335 @@
+package hostserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	gojson "github.com/goccy/go-json"
+	"github.com/keyclaim/keyclaim/core"
+	"github.com/labstack/echo/v4"
+)
+
+// KeyQuery is a validated /keys/query request: users sorted by user ID, each with the device IDs
+// asked for (empty: all devices).
+type KeyQuery struct {
+	Users   []QueryUser
+	Timeout time.Duration // the client's timeout for remote servers, clamped; 0 for federation
+}
+
+// QueryUser is one user of a key query.
+type QueryUser struct {
+	User    core.UserID
+	Devices []string // sorted, without repeats; empty means all devices
+}
+
+// ParseKeyQuery validates a /keys/query body ({"device_keys": {user ID: [device ID, ...]}}).
+// With federation set, every user must be local to server. Errors (*core.Error): not JSON is
+// M_NOT_JSON; not an object, a missing or ill-typed device_keys, a device list that is not an
+// array of strings, or a duplicate key is M_BAD_JSON; an invalid or (federation) non-local user
+// ID, a bad timeout, or more than maxEntries users and device IDs is M_INVALID_PARAM.
+func ParseKeyQuery(body []byte, federation bool, server core.ServerName, maxEntries int, defaultTimeout, maxTimeout time.Duration) (*KeyQuery, error) {
+	v, err := core.ParseValue(body)
+	if err != nil {
+		return nil, err
+	}
+	if v.Kind != core.KindObject {
+		return nil, matrixErr(core.CodeBadJSON, "the request body must be a JSON object")
+	}
+	dk, ok := v.Get("device_keys")
+	if !ok {
+		return nil, matrixErr(core.CodeBadJSON, "device_keys is required")
+	}
+	if dk.Kind != core.KindObject {
+		return nil, matrixErr(core.CodeBadJSON, "device_keys must be an object of user ID to a list of device IDs")
+	}
+	q := &KeyQuery{Users: make([]QueryUser, 0, len(dk.Members))}
+	entries := 0
+	for i := range dk.Members {
+		m := &dk.Members[i]
+		user, err := core.ParseUserID(m.Key)
+		if err != nil {
+			return nil, matrixErr(core.CodeInvalidParam, "invalid user ID in device_keys: "+err.Error())
+		}
+		if federation && user.Server() != server {
+			return nil, matrixErr(core.CodeInvalidParam, "user "+strconv.Quote(m.Key)+" is not local to this server ("+strconv.Quote(string(server))+")")
+		}
+		path := "device_keys[" + strconv.Quote(m.Key) + "]"
+		if m.Value.Kind != core.KindArray {
+			return nil, matrixErr(core.CodeBadJSON, path+" must be a list of device IDs")
+		}
+		devices := make([]string, 0, len(m.Value.Items))
+		for j := range m.Value.Items {
+			if m.Value.Items[j].Kind != core.KindString {
+				return nil, matrixErr(core.CodeBadJSON, path+"["+strconv.Itoa(j)+"] must be a string (a device ID)")
+			}
+			devices = append(devices, m.Value.Items[j].Str)
+		}
+		slices.Sort(devices)
+		devices = slices.Compact(devices)
+		if entries += 1 + len(devices); entries > maxEntries {
+			return nil, matrixErr(core.CodeInvalidParam, "the request names more than "+strconv.Itoa(maxEntries)+" users and devices")
+		}
+		q.Users = append(q.Users, QueryUser{User: user, Devices: devices})
+	}
+	// Members of a core.Value are sorted by key, so q.Users is sorted by user ID.
+	if !federation {
+		q.Timeout = defaultTimeout
+		if t, ok := v.Get("timeout"); ok && t.Kind != core.KindNull {
+			ms, err := strconv.ParseInt(t.Str, 10, 64)
+			if errors.Is(err, strconv.ErrRange) && t.Str[0] != '-' {
+				ms, err = math.MaxInt64, nil // clamped below
+			}
+			if t.Kind != core.KindNumber || err != nil || ms < 0 {
+				return nil, matrixErr(core.CodeInvalidParam, "timeout must be a non-negative integer number of milliseconds")
+			}
+			q.Timeout = time.Duration(min(ms, maxTimeout.Milliseconds())) * time.Millisecond
+		}
+		q.Timeout = min(q.Timeout, maxTimeout)
+	}
+	return q, nil
+}
+
+// handleClientQuery serves POST /_matrix/client/v3/keys/query (BRIEF section 6): every requested
+// local user appears ({} without devices), a non-empty device list limits the answer, device keys
+// come back exactly as uploaded; remote servers are asked in parallel and a server that fails is
+// recorded in failures, which is always present.
+func (s *Server) handleClientQuery(c echo.Context) error {
+	ctx := c.Request().Context()
+	if _, err := s.authenticate(c); err != nil {
+		return err
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	q, err := ParseKeyQuery(body, false, s.serverName, s.cfg.MaxPairs, s.cfg.DefaultTimeout, s.cfg.MaxTimeout)
+	if err != nil {
+		return err
+	}
+	var local []QueryUser
+	var servers []core.ServerName
+	byServer := map[core.ServerName][]QueryUser{}
+	for _, u := range q.Users {
+		srv := u.User.Server()
+		if srv == s.serverName {
+			local = append(local, u)
+			continue
+		}
+		if _, ok := byServer[srv]; !ok {
+			servers = append(servers, srv)
+		}
+		byServer[srv] = append(byServer[srv], u)
+	}
+	found, err := s.queryLocal(ctx, local)
+	if err != nil {
+		return err
+	}
+	slices.Sort(servers)
+	bodies := make([][]byte, len(servers))
+	for i, srv := range servers {
+		bodies[i] = appendQueryBody(nil, byServer[srv])
+	}
+	outcomes := fanout(ctx, s.fanoutTimeout(q.Timeout), servers, bodies, s.fed.QueryKeys)
+	var failures []serverFailure
+	for _, srv := range servers {
+		devs, f := judgeRemoteQuery(byServer[srv], outcomes[srv])
+		if f != nil {
+			failures = append(failures, serverFailure{srv, *f})
+			continue
+		}
+		for u, d := range devs {
+			found[u] = d
+		}
+	}
+	users := make([]QueryUser, 0, len(q.Users))
+	failed := map[core.ServerName]bool{}
+	for _, f := range failures {
+		failed[f.server] = true
+	}
+	for _, u := range q.Users {
+		if !failed[u.User.Server()] {
+			users = append(users, u)
+		}
+	}
+	buf := appendDeviceKeys([]byte(`{"device_keys":`), users, found)
+	buf = append(buf, `,"failures":{`...)
+	for i, f := range failures {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, string(f.server))
+		buf = append(buf, ':')
+		buf = f.failure.AppendJSON(buf)
+	}
+	return writeJSON(c, append(buf, "}}"...))
+}
+
+// handleFederationQuery serves POST /_matrix/federation/v1/user/keys/query: X-Matrix
+// authorization required (else 401 M_UNAUTHORIZED); local users only (400 M_INVALID_PARAM
+// otherwise), answered as the client endpoint answers them.
+func (s *Server) handleFederationQuery(c echo.Context) error {
+	ctx := c.Request().Context()
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	if _, err := s.authenticateFederation(c, body); err != nil {
+		return err
+	}
+	q, err := ParseKeyQuery(body, true, s.serverName, s.cfg.MaxPairs, 0, 0)
+	if err != nil {
+		return err
+	}
+	found, err := s.queryLocal(ctx, q.Users)
+	if err != nil {
+		return err
+	}
+	buf := appendDeviceKeys([]byte(`{"device_keys":`), q.Users, found)
+	return writeJSON(c, append(buf, '}'))
+}
+
+type serverFailure struct {
+	server  core.ServerName
+	failure core.Failure
+}
+
+// queryLocal reads the device keys of local users from the store.
+func (s *Server) queryLocal(ctx context.Context, users []QueryUser) (map[core.UserID]map[string]json.RawMessage, error) {
+	found := make(map[core.UserID]map[string]json.RawMessage, len(users))
+	if len(users) == 0 {
+		return found, nil
+	}
+	req := make(map[string][]string, len(users))
+	for _, u := range users {
+		req[string(u.User)] = u.Devices
+	}
+	res, err := s.store.QueryDevices(ctx, req)
+	if err != nil {
+		return nil, s.storeFailed("query", err)
+	}
+	for _, u := range users {
+		found[u.User] = res[string(u.User)]
+	}
+	return found, nil
+}
+
+// appendDeviceKeys appends {user: {device: keys}} for users in order, devices sorted, the keys
+// written as the exact bytes stored (or received).
+func appendDeviceKeys(buf []byte, users []QueryUser, found map[core.UserID]map[string]json.RawMessage) []byte {
+	buf = append(buf, '{')
+	for i, u := range users {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, string(u.User))
+		buf = append(buf, ":{"...)
+		devs := found[u.User]
+		ids := make([]string, 0, len(devs))
+		for d := range devs {
+			ids = append(ids, d)
+		}
+		slices.Sort(ids)
+		for j, d := range ids {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSONString(buf, d)
+			buf = append(buf, ':')
+			buf = append(buf, devs[d]...)
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, '}')
+}
+
+// appendQueryBody appends the federation query body {"device_keys": {user: [devices]}}.
+func appendQueryBody(buf []byte, users []QueryUser) []byte {
+	buf = append(buf, `{"device_keys":{`...)
+	for i, u := range users {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, string(u.User))
+		buf = append(buf, ":["...)
+		for j, d := range u.Devices {
+			if j > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSONString(buf, d)
+		}
+		buf = append(buf, ']')
+	}
+	return append(buf, "}}"...)
+}
+
+// judgeRemoteQuery reads a remote server's answer to a key query without trusting it: only the
+// requested users of that server, only the requested devices (all when the list was empty), only
+// device keys that are objects naming that user and device. Anything else is dropped. A failure
+// before an answer, a non-2xx answer, or an answer that is not a JSON object with a device_keys
+// object is a failure of the server.
+func judgeRemoteQuery(users []QueryUser, o core.RemoteOutcome) (map[core.UserID]map[string]json.RawMessage, *core.Failure) {
+	if o.Failure != nil {
+		return nil, o.Failure
+	}
+	if o.Status < 200 || o.Status > 299 {
+		f := &core.Failure{Status: o.Status, Message: "the remote server answered HTTP " + strconv.Itoa(o.Status)}
+		if v, err := core.ParseValue(o.Body); err == nil {
+			if c, ok := v.Get("errcode"); ok && c.Kind == core.KindString && c.Str != "" {
+				f.Errcode = c.Str
+			}
+			if m, ok := v.Get("error"); ok && m.Kind == core.KindString && m.Str != "" {
+				f.Message = m.Str
+			}
+		}
+		return nil, f
+	}
+	bad := func(msg string) (map[core.UserID]map[string]json.RawMessage, *core.Failure) {
+		return nil, &core.Failure{Status: core.StatusBadRemoteAnswer, Message: msg}
+	}
+	tree, err := core.ParseValue(o.Body)
+	if err != nil {
+		return bad("the remote answer is not valid JSON")
+	}
+	dkTree, ok := tree.Get("device_keys")
+	if tree.Kind != core.KindObject || !ok || dkTree.Kind != core.KindObject {
+		return bad("the remote answer is not of the required shape: device_keys must be an object")
+	}
+	var top map[string]json.RawMessage
+	var dk map[string]json.RawMessage
+	if gojson.Unmarshal(o.Body, &top) != nil || gojson.Unmarshal(top["device_keys"], &dk) != nil {
+		return bad("the remote answer could not be read")
+	}
+	out := make(map[core.UserID]map[string]json.RawMessage, len(users))
+	for _, u := range users {
+		kept := map[string]json.RawMessage{}
+		out[u.User] = kept
+		userTree, ok := dkTree.Get(string(u.User))
+		if !ok || userTree.Kind != core.KindObject {
+			continue
+		}
+		var devs map[string]json.RawMessage
+		if gojson.Unmarshal(dk[string(u.User)], &devs) != nil {
+			continue
+		}
+		for _, m := range userTree.Members {
+			if len(u.Devices) > 0 {
+				if _, asked := slices.BinarySearch(u.Devices, m.Key); !asked {
+					continue
+				}
+			}
+			uid, ok1 := m.Value.Get("user_id")
+			did, ok2 := m.Value.Get("device_id")
+			if !ok1 || !ok2 || uid.Kind != core.KindString || did.Kind != core.KindString ||
+				uid.Str != string(u.User) || did.Str != m.Key {
+				continue
+			}
+			kept[m.Key] = devs[m.Key]
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,115 @@
+package hostserver
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/keyclaim/keyclaim/core"
+)
+
+// Federation reaches remote servers for the client endpoints: it claims and queries keys of
+// users of other servers. The server's own is a [federation.Client], which sends X-Matrix signed
+// POST /_matrix/federation/v1/user/keys/claim and /user/keys/query requests, size-limits the
+// answers and backs off destinations that keep failing; [NoFederation] stands in when
+// federation is off. Whatever it returns is judged, never trusted: claim answers by the core
+// (core.CompleteClient), query answers by [judgeRemoteQuery].
+type Federation interface {
+	RemoteClaimer
+	RemoteQuerier
+}
+
+// RemoteClaimer sends one federation claim request.
+type RemoteClaimer interface {
+	// ClaimKeys sends body, a federation claim request body ({"one_time_keys": {...}}), to
+	// server and returns its answer (status and body) or a failure met before any answer. It must
+	// return soon after ctx is done. The answer is judged by the engine, not trusted.
+	ClaimKeys(ctx context.Context, server core.ServerName, body []byte) core.RemoteOutcome
+}
+
+// RemoteQuerier sends one federation device key query.
+type RemoteQuerier interface {
+	// QueryKeys sends body, a federation query body ({"device_keys": {...}}), to server and
+	// returns its answer (status and body) or a failure met before any answer. It must return
+	// soon after ctx is done. The answer is judged by the server, not trusted.
+	QueryKeys(ctx context.Context, server core.ServerName, body []byte) core.RemoteOutcome
+}
+
+// NoFederation is the Federation of a server without federation (--federation=false, or tests
+// that must not reach the network): every remote server fails with 503 "federation is not
+// configured on this server".
+type NoFederation struct{}
+
+// NoFederationMessage is the failure message of [NoFederation].
+const NoFederationMessage = "federation is not configured on this server"
+
+func noFederation() core.RemoteOutcome {
+	return core.RemoteOutcome{Failure: &core.Failure{Status: 503, Message: NoFederationMessage}}
+}
+
+// ClaimKeys fails.
+func (NoFederation) ClaimKeys(context.Context, core.ServerName, []byte) core.RemoteOutcome {
+	return noFederation()
+}
+
+// QueryKeys fails.
+func (NoFederation) QueryKeys(context.Context, core.ServerName, []byte) core.RemoteOutcome {
+	return noFederation()
+}
+
+// StatusRemoteTimeout is the failure status of a remote server that did not answer within the
+// request's timeout.
+const StatusRemoteTimeout = 504
+
+// fanoutTimeout is how long a client request waits for remote servers: the request's timeout,
+// at most --federation-timeout-cap.
+func (s *Server) fanoutTimeout(requested time.Duration) time.Duration {
+	return min(requested, s.cfg.FederationTimeoutCap)
+}
+
+// fanout calls call for every server in parallel and collects the outcomes, waiting at most
+// timeout (BRIEF section 4: the timeout bounds the whole fan-out). A server that has not answered
+// by then gets a timeout failure; its call is cancelled.
+func fanout(ctx context.Context, timeout time.Duration, servers []core.ServerName, bodies [][]byte,
+	call func(ctx context.Context, server core.ServerName, body []byte) core.RemoteOutcome) map[core.ServerName]core.RemoteOutcome {
+	out := make(map[core.ServerName]core.RemoteOutcome, len(servers))
+	if len(servers) == 0 {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var mu sync.Mutex
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := call(ctx, s, bodies[i])
+			mu.Lock()
+			defer mu.Unlock()
+			if out != nil {
+				out[s] = o
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	res := out
+	out = nil // late answers are dropped
+	for _, s := range servers {
+		if _, ok := res[s]; !ok {
+			res[s] = core.RemoteOutcome{Failure: &core.Failure{
+				Status:  StatusRemoteTimeout,
+				Message: "no answer from " + string(s) + " within the timeout of " + strconv.FormatInt(timeout.Milliseconds(), 10) + " ms",
+			}}
+		}
+	}
+	return res
+}

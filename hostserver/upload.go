@@ -1,0 +1,206 @@
+package hostserver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+
+	gojson "github.com/goccy/go-json"
+	"github.com/keyclaim/keyclaim/core"
+	"github.com/keyclaim/keyclaim/hostserver/store"
+	"github.com/labstack/echo/v4"
+)
+
+// handleUpload serves POST /_matrix/client/v3/keys/upload (BRIEF section 6): device keys of the
+// authenticated device stored byte for byte, one-time keys and fallback keys stored as canonical
+// JSON, and the counts of unclaimed one-time keys answered, always with signed_curve25519.
+func (s *Server) handleUpload(c echo.Context) error {
+	ctx := c.Request().Context()
+	id, err := s.authenticate(c)
+	if err != nil {
+		return err
+	}
+	if id.Device == "" {
+		return matrixErr(CodeForbidden, "this access token is not bound to a device, so it cannot upload keys")
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	up, err := ParseUpload(body, id)
+	if err != nil {
+		return err
+	}
+	var counts store.Counts
+	if up.DeviceKeys == nil && len(up.OneTimeKeys) == 0 && len(up.FallbackKeys) == 0 {
+		if counts, err = s.store.Counts(ctx, string(id.User), string(id.Device)); err != nil {
+			return s.storeFailed("counts", err)
+		}
+	} else {
+		counts, err = s.store.Upload(ctx, string(id.User), string(id.Device), up)
+		switch {
+		case errors.Is(err, store.ErrKeyConflict):
+			return matrixErr(core.CodeInvalidParam, strings.TrimPrefix(err.Error(), "store: "))
+		case errors.Is(err, store.ErrInvalidKey):
+			return matrixErr(core.CodeBadJSON, strings.TrimPrefix(err.Error(), "store: "))
+		case err != nil:
+			return s.storeFailed("upload", err)
+		}
+	}
+	return writeJSON(c, appendCounts(nil, counts))
+}
+
+// appendCounts appends {"one_time_key_counts":{...}} with the algorithms sorted and
+// signed_curve25519 always present.
+func appendCounts(buf []byte, counts store.Counts) []byte {
+	algs := make([]string, 0, len(counts)+1)
+	for alg := range counts {
+		algs = append(algs, alg)
+	}
+	if _, ok := counts[store.SignedCurve25519]; !ok {
+		algs = append(algs, store.SignedCurve25519)
+	}
+	slices.Sort(algs)
+	buf = append(buf, `{"one_time_key_counts":{`...)
+	for i, alg := range algs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, alg)
+		buf = append(buf, ':')
+		buf = strconv.AppendInt(buf, int64(counts[alg]), 10)
+	}
+	return append(buf, "}}"...)
+}
+
+// ParseUpload validates a /keys/upload body for the authenticated device and returns what to
+// store. An empty body (no bytes) is read as {}.
+//
+// Errors (*core.Error): a body that is not JSON or not UTF-8 is M_NOT_JSON; a body that is not
+// an object, duplicate keys anywhere, a device_keys, one_time_keys or fallback_keys that is not
+// an object, or a key that is neither a string nor an object with a string "key" is M_BAD_JSON;
+// device_keys naming another user or device, an invalid key ID, or two fallback keys of one
+// algorithm is M_INVALID_PARAM. A missing, null or empty field means "nothing new".
+func ParseUpload(body []byte, id Identity) (store.Upload, error) {
+	var up store.Upload
+	if len(bytes.TrimSpace(body)) == 0 {
+		return up, nil
+	}
+	v, err := core.ParseValue(body)
+	if err != nil {
+		return up, err
+	}
+	if v.Kind != core.KindObject {
+		return up, matrixErr(core.CodeBadJSON, "the request body must be a JSON object")
+	}
+	if dk, ok := v.Get("device_keys"); ok && dk.Kind != core.KindNull {
+		if dk.Kind != core.KindObject {
+			return up, matrixErr(core.CodeBadJSON, "device_keys must be an object")
+		}
+		if len(dk.Members) > 0 {
+			if err := checkDeviceKeysOwner(dk, id); err != nil {
+				return up, err
+			}
+			raw, err := rawMember(body, "device_keys")
+			if err != nil {
+				return up, err
+			}
+			up.DeviceKeys = raw
+		}
+	}
+	if up.OneTimeKeys, err = uploadedKeys(&v, "one_time_keys"); err != nil {
+		return up, err
+	}
+	if up.FallbackKeys, err = uploadedKeys(&v, "fallback_keys"); err != nil {
+		return up, err
+	}
+	if len(up.FallbackKeys) > 1 {
+		byAlg := map[core.Algorithm]string{}
+		for id := range up.FallbackKeys {
+			alg := core.KeyID(id).Algorithm()
+			if other, dup := byAlg[alg]; dup {
+				a, b := min(id, other), max(id, other)
+				return up, matrixErr(core.CodeInvalidParam, "fallback_keys holds two keys of algorithm "+strconv.Quote(string(alg))+
+					" ("+strconv.Quote(a)+" and "+strconv.Quote(b)+"); at most one per algorithm")
+			}
+			byAlg[alg] = id
+		}
+	}
+	return up, nil
+}
+
+// checkDeviceKeysOwner checks that device_keys names the authenticated user and device.
+func checkDeviceKeysOwner(dk *core.Value, id Identity) error {
+	for _, f := range []struct{ name, want string }{{"user_id", string(id.User)}, {"device_id", string(id.Device)}} {
+		v, ok := dk.Get(f.name)
+		switch {
+		case !ok:
+			return matrixErr(core.CodeInvalidParam, "device_keys."+f.name+" is missing; it must be "+strconv.Quote(f.want))
+		case v.Kind != core.KindString:
+			return matrixErr(core.CodeInvalidParam, "device_keys."+f.name+" must be the string "+strconv.Quote(f.want))
+		case v.Str != f.want:
+			return matrixErr(core.CodeInvalidParam, "device_keys."+f.name+" is "+strconv.Quote(v.Str)+
+				" but this access token belongs to "+strconv.Quote(f.want))
+		}
+	}
+	return nil
+}
+
+// rawMember returns the exact bytes of the member name of the JSON object body, which must
+// have been checked with core.ParseValue (valid, no duplicate keys).
+func rawMember(body []byte, name string) (json.RawMessage, error) {
+	var members map[string]json.RawMessage
+	if err := gojson.Unmarshal(body, &members); err != nil {
+		return nil, matrixErr(core.CodeBadJSON, "the request body could not be read")
+	}
+	raw, ok := members[name]
+	if !ok {
+		return nil, matrixErr(core.CodeBadJSON, name+" could not be read")
+	}
+	return raw, nil
+}
+
+// uploadedKeys reads one_time_keys or fallback_keys: an object of key ID to a key, which is a
+// string or an object with a string "key". It returns the keys as canonical JSON.
+func uploadedKeys(v *core.Value, field string) (map[string]json.RawMessage, error) {
+	keys, ok := v.Get(field)
+	if !ok || keys.Kind == core.KindNull {
+		return nil, nil
+	}
+	if keys.Kind != core.KindObject {
+		return nil, matrixErr(core.CodeBadJSON, field+" must be an object of key ID to key")
+	}
+	if len(keys.Members) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]json.RawMessage, len(keys.Members))
+	for i := range keys.Members {
+		m := &keys.Members[i]
+		if _, err := core.ParseKeyID(m.Key); err != nil {
+			return nil, matrixErr(core.CodeInvalidParam, field+": "+err.Error())
+		}
+		if !isKeyValue(&m.Value) {
+			return nil, matrixErr(core.CodeBadJSON, field+"["+strconv.Quote(m.Key)+"] must be a string or an object with a string \"key\"")
+		}
+		out[m.Key] = m.Value.AppendJSON(nil)
+	}
+	return out, nil
+}
+
+// isKeyValue reports whether v can be a key: a string, or an object with a string "key".
+func isKeyValue(v *core.Value) bool {
+	if v.Kind == core.KindString {
+		return true
+	}
+	k, ok := v.Get("key")
+	return ok && k.Kind == core.KindString
+}
+
+// appendJSONString appends s as a JSON string (canonical JSON escapes).
+func appendJSONString(buf []byte, s string) []byte {
+	v := core.Value{Kind: core.KindString, Str: s}
+	return v.AppendJSON(buf)
+}
