@@ -679,25 +679,63 @@ func (d *decoder) memberKey() error {
 	return nil
 }
 
-// skipString checks a string without building it.
+// skipString checks a string without building it: escapes and UTF-8 are validated in place,
+// with the same rules and errors as str.
 func (d *decoder) skipString() error {
-	i := d.pos + 1
-	for ; i < len(d.data); i++ {
-		c := d.data[i]
-		if c == '"' {
-			break
-		}
-		if c == '\\' || c < 0x20 || c >= 0x80 {
-			_, err := d.str() // the slow path checks escapes and UTF-8
-			return err
+	b := d.data
+	start := d.pos + 1
+	ascii := true
+	for i := start; i < len(b); {
+		c := b[i]
+		switch {
+		case c == '"':
+			if !ascii && !utf8.Valid(b[start:i]) {
+				return d.utf8Error(start)
+			}
+			d.pos = i + 1
+			return nil
+		case c < 0x20:
+			d.pos = i
+			return d.syntaxError("no raw control character in a string")
+		case c != '\\':
+			if c >= 0x80 {
+				ascii = false
+			}
+			i++
+		default: // an escape
+			if i+1 >= len(b) {
+				d.pos = len(b)
+				return d.syntaxError("an escape")
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				r, ok := hex4(b, i+2)
+				if !ok {
+					d.pos = i
+					return d.syntaxError("4 hex digits after \\u")
+				}
+				if utf16.IsSurrogate(r) {
+					r2, ok2 := rune(0), false
+					if r < 0xdc00 && i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+						r2, ok2 = hex4(b, i+8)
+					}
+					if !ok2 || utf16.DecodeRune(r, r2) == utf8.RuneError {
+						d.pos = i
+						return errorf(CodeNotJSON, "invalid JSON at byte %d: lone surrogate escape", i)
+					}
+					i += 6
+				}
+				i += 6
+			default:
+				d.pos = i
+				return d.syntaxError("a valid escape")
+			}
 		}
 	}
-	if i >= len(d.data) {
-		d.pos = len(d.data)
-		return d.syntaxError("'\"'")
-	}
-	d.pos = i + 1
-	return nil
+	d.pos = len(b)
+	return d.syntaxError("'\"'")
 }
 
 // isInteger reports whether a number literal has neither fraction nor exponent.
