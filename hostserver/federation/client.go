@@ -2,11 +2,14 @@ package federation
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/keyclaim/keyclaim/core"
@@ -300,7 +303,34 @@ func classify(ctx context.Context, dest core.ServerName, err error, latency time
 	case ctx.Err() != nil:
 		return &core.Failure{Status: StatusUnavailable, Message: fmt.Sprintf("the request to %s was cancelled", dest)}, OutcomeCanceled
 	}
-	return &core.Failure{Status: StatusUnavailable, Message: fmt.Sprintf("could not reach %s: %v", dest, err)}, OutcomeTransportError
+	return &core.Failure{Status: StatusUnavailable, Message: fmt.Sprintf("could not reach %s: %s", dest, transportReason(err))}, OutcomeTransportError
+}
+
+// transportReason says in a few words why a connection failed, without the network details
+// (resolver addresses, local ports) that an error's text carries: the failure reaches clients;
+// the full error goes to the log.
+func transportReason(err error) string {
+	var dnsErr *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	var recErr tls.RecordHeaderError
+	var npErr *nonPublicError
+	switch {
+	case errors.As(err, &npErr):
+		return npErr.Error()
+	case errors.As(err, &dnsErr):
+		return "its address could not be resolved"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the connection was closed"
+	case errors.As(err, &certErr):
+		return "its TLS certificate could not be verified"
+	case errors.As(err, &recErr):
+		return "it did not answer with TLS"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to it"
+	}
+	return "the connection failed"
 }
 
 // record reports a request to the observer and the log.

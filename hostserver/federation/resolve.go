@@ -645,7 +645,7 @@ func (r *Resolver) dialTargets(ctx context.Context, network string, targets []st
 		}
 		for _, ip := range ips {
 			if !trusted && !r.allowPrivate && !isPublicIP(net.ParseIP(ip)) {
-				last = fmt.Errorf("%s is at %s, a non-public address, which discovered servers may not use", host, ip)
+				last = &nonPublicError{host: host, ip: ip}
 				continue
 			}
 			conn, err := r.dial(ctx, network, net.JoinHostPort(ip, port))
@@ -706,4 +706,13 @@ func unwrapURLError(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+// nonPublicError refuses a discovered server at a loopback, private or other non-public address.
+// Its text is safe to show to clients: it names only what the remote server published.
+type nonPublicError struct{ host, ip string }
+
+// Error says which host resolved to which address.
+func (e *nonPublicError) Error() string {
+	return e.host + " is at " + e.ip + ", a non-public address, which discovered servers may not use"
 }
