@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // keyEntry is one uploaded one-time or fallback key, validated and compacted.
@@ -95,6 +96,11 @@ func algorithmOf(keyID string) (string, error) {
 	if !ok || alg == "" || name == "" {
 		return "", fmt.Errorf("%w: key ID %q is not of the form \"algorithm:name\"", ErrInvalidKey, keyID)
 	}
+	// A key ID that came from JSON is valid UTF-8; other bytes could not be stored exactly
+	// (PostgreSQL refuses them, and the SQLite backend looks key IDs up through JSON).
+	if !utf8.ValidString(keyID) {
+		return "", fmt.Errorf("%w: key ID %q is not valid UTF-8", ErrInvalidKey, keyID)
+	}
 	return alg, nil
 }
 
@@ -136,16 +142,23 @@ func newOneTimeKeys(user, device string, keys []keyEntry, existing map[string][]
 
 // dedupeWants drops repeated (user, device, algorithm) triples, keeping the first of each.
 func dedupeWants(wants []Want) []Want {
-	seen := make(map[Want]struct{}, len(wants))
+	out, _ := dedupeWantsIndex(wants)
+	return out
+}
+
+// dedupeWantsIndex drops repeated (user, device, algorithm) triples, keeping the first of each,
+// and returns the position of each in the result.
+func dedupeWantsIndex(wants []Want) ([]Want, map[Want]int) {
+	index := make(map[Want]int, len(wants))
 	out := make([]Want, 0, len(wants))
 	for _, w := range wants {
-		if _, dup := seen[w]; dup {
+		if _, dup := index[w]; dup {
 			continue
 		}
-		seen[w] = struct{}{}
+		index[w] = len(out)
 		out = append(out, w)
 	}
-	return out
+	return out, index
 }
 
 // newCounts returns counts that already hold signed_curve25519 = 0.

@@ -65,6 +65,30 @@ var postgresMigrations = []migration{
 			FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
 		)`,
 	}},
+	{version: 2, statements: []string{
+		// Claim cursors, as in the SQLite schema (version 2 there explains them): a claim moves the
+		// cursor of the (device, algorithm) to the key it hands out, instead of deleting the key
+		// and inserting its ID into claimed_keys. The claimed keys of a (device, algorithm) are a
+		// prefix of its keys in claim order, because uploads and claims of a device take turns on
+		// its row lock and an upload draws its batch number after taking it. Here the cursor
+		// update is a HOT update of one small row (no index changes), where the DELETE left a dead
+		// tuple in the claim-order index that the next claims of the device had to step over
+		// until VACUUM, and the INSERT added a heap tuple and an index entry. The claimed rows
+		// leave one_time_keys at the device's next upload of one-time keys (their IDs go to
+		// claimed_keys). Version 1 deleted claimed keys at once: every key it left is unclaimed.
+		`CREATE TABLE claim_cursors (
+			user_id       text COLLATE "C" NOT NULL,
+			device_id     text COLLATE "C" NOT NULL,
+			algorithm     text COLLATE "C" NOT NULL,
+			last_batch    bigint NOT NULL,                -- the last key handed out, -1 and '' if none
+			last_key_id   text COLLATE "C" NOT NULL,
+			last_key_json bytea NOT NULL,                 -- its value ('' if none)
+			PRIMARY KEY (user_id, device_id, algorithm),
+			FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
+		)`,
+		`INSERT INTO claim_cursors (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json)
+		SELECT DISTINCT user_id, device_id, algorithm, -1, '', ''::bytea FROM one_time_keys`,
+	}},
 }
 
 // postgresMigrationLock is the pg_advisory_lock key held while migrating, so that server
@@ -76,8 +100,8 @@ const postgresMigrationLock int64 = 0x6b6579636c61696d
 // failure, a deadlock or a lost race (none is expected with the locking below; see Claim).
 const postgresMaxAttempts = 5
 
-// errLostRace is a retryable internal error: a one-time key chosen for a claim was removed by
-// another transaction before this one could remove it.
+// errLostRace is a retryable internal error: a one-time key chosen for a claim was claimed by
+// another transaction (which moved the device's cursor first) before this one could claim it.
 var errLostRace = errors.New("a chosen one-time key was claimed concurrently")
 
 // Statements of the PostgreSQL backend. Arrays are passed whole ($n::text[]) so that a request
@@ -90,21 +114,51 @@ const (
 		ON CONFLICT (user_id, device_id)
 		DO UPDATE SET device_keys = coalesce(EXCLUDED.device_keys, devices.device_keys)`
 
-	pgExistingOneTimeKeys = `
-		SELECT key_id, key_json FROM one_time_keys
+	// The device's one-time keys among the key IDs of an upload ($3), each with whether it is
+	// claimed: at or before its cursor, or in claimed_keys. On the way, the device's claimed keys
+	// leave one_time_keys and their IDs go to claimed_keys (pruned, remembered: the main query
+	// still sees the rows as they were when the statement started, and reports them claimed).
+	// Runs in an upload, under the device's row lock.
+	pgKnownOneTimeKeys = `
+		WITH cursor AS (
+			SELECT algorithm, last_batch, last_key_id FROM claim_cursors
+			WHERE user_id = $1 AND device_id = $2
+		),
+		pruned AS (
+			DELETE FROM one_time_keys AS k
+			USING cursor AS c
+			WHERE k.user_id = $1 AND k.device_id = $2 AND k.algorithm = c.algorithm
+			  AND (k.batch, k.key_id) <= (c.last_batch, c.last_key_id)
+			RETURNING k.key_id
+		),
+		remembered AS (
+			INSERT INTO claimed_keys (user_id, device_id, key_id)
+			SELECT $1, $2, key_id FROM pruned
+			ON CONFLICT DO NOTHING
+		)
+		SELECT k.key_id, k.key_json,
+			coalesce((k.batch, k.key_id) <= (c.last_batch, c.last_key_id), false) AS claimed
+		FROM one_time_keys AS k
+		LEFT JOIN cursor AS c ON c.algorithm = k.algorithm
+		WHERE k.user_id = $1 AND k.device_id = $2 AND k.key_id = ANY ($3::text[])
+		UNION ALL
+		SELECT key_id, NULL, true FROM claimed_keys
 		WHERE user_id = $1 AND device_id = $2 AND key_id = ANY ($3::text[])`
 
-	pgClaimedKeyIDs = `
-		SELECT key_id FROM claimed_keys
-		WHERE user_id = $1 AND device_id = $2 AND key_id = ANY ($3::text[])`
-
-	// One batch number for the whole upload (the CTE is evaluated once).
+	// One batch number for the whole upload (the CTE is evaluated once); every algorithm of the
+	// new keys gets its cursor (before every key) if it has none.
 	pgInsertOneTimeKeys = `
-		WITH batch AS (SELECT nextval('upload_batch_seq') AS batch)
-		INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, batch, key_json)
-		SELECT $1, $2, k.key_id, k.algorithm, batch.batch, k.key_json
-		FROM unnest($3::text[], $4::text[], $5::bytea[]) AS k (key_id, algorithm, key_json)
-		CROSS JOIN batch`
+		WITH batch AS (SELECT nextval('upload_batch_seq') AS batch),
+		inserted AS (
+			INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, batch, key_json)
+			SELECT $1, $2, k.key_id, k.algorithm, batch.batch, k.key_json
+			FROM unnest($3::text[], $4::text[], $5::bytea[]) AS k (key_id, algorithm, key_json)
+			CROSS JOIN batch
+			RETURNING algorithm
+		)
+		INSERT INTO claim_cursors (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json)
+		SELECT DISTINCT $1, $2, algorithm, -1, '', ''::bytea FROM inserted
+		ON CONFLICT DO NOTHING`
 
 	// A new fallback key replaces the old one of its algorithm and is unused; an identical
 	// re-upload (same key ID, same bytes) changes nothing and so keeps "used".
@@ -117,10 +171,13 @@ const (
 			WHERE fallback_keys.key_id <> EXCLUDED.key_id
 			   OR fallback_keys.key_json <> EXCLUDED.key_json`
 
+	// The one-time keys after the cursor (unclaimed) per algorithm.
 	pgCounts = `
-		SELECT algorithm, count(*) FROM one_time_keys
-		WHERE user_id = $1 AND device_id = $2
-		GROUP BY algorithm`
+		SELECT k.algorithm, count(*) FROM one_time_keys AS k
+		LEFT JOIN claim_cursors AS c USING (user_id, device_id, algorithm)
+		WHERE k.user_id = $1 AND k.device_id = $2
+		  AND (c.user_id IS NULL OR (k.batch, k.key_id) > (c.last_batch, c.last_key_id))
+		GROUP BY k.algorithm`
 
 	pgQueryDevices = `
 		SELECT user_id, device_id, device_keys FROM devices
@@ -144,56 +201,57 @@ const (
 		FOR NO KEY UPDATE OF d`
 
 	// The whole claim of the locked devices in one statement:
-	//   chosen:     per want (in request order, ord), the oldest one-time key (batch, then key
-	//               ID), one index probe each; key_id is NULL when the device has none left;
-	//   claimed:    those keys, removed by their row address (a TID scan: no join against the
-	//               whole table). DELETE ... RETURNING is what hands a key out: a key is only
-	//               ever returned by the transaction whose DELETE removed it;
-	//   remembered: their key IDs, so that a re-upload is not stored again;
-	//   fallback:   for the wants without a one-time key, the fallback key, marked used;
-	//   the result: per want, the key it got, or "lost" for a chosen key that another
-	//               transaction removed first (not expected while the device rows are locked;
-	//               the transaction is then retried, so that a claimer never settles for the
-	//               fallback key or nothing while one-time keys remain).
+	//   chosen:   per want (in request order, ord), its cursor and the first one-time key after
+	//             it in claim order (batch, then key ID): one index probe each, a range that
+	//             starts right after the cursor; key_id is NULL when the device has none left;
+	//   moved:    the cursors moved to those keys. The UPDATE is what hands a key out: a key is
+	//             only ever returned by the transaction whose UPDATE moved the cursor from the
+	//             position chosen read (a compare-and-set on last_batch, last_key_id);
+	//   fallback: for the wants without a one-time key, the fallback key, marked used;
+	//   the result: per want, the key it got, or "lost" for a cursor that another transaction
+	//             moved first (not expected while the device rows are locked; the transaction
+	//             is then retried, so that a claimer never settles for the fallback key or
+	//             nothing while one-time keys remain).
 	pgClaim = `
 		WITH want AS (
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
 				WITH ORDINALITY AS w (user_id, device_id, algorithm, ord)
 		),
 		chosen AS MATERIALIZED (
-			SELECT w.ord, w.user_id, w.device_id, w.algorithm, k.key_id, k.ctid AS key_row
+			SELECT w.ord, w.user_id, w.device_id, w.algorithm,
+				c.last_batch AS old_batch, c.last_key_id AS old_key_id, k.batch, k.key_id, k.key_json
 			FROM want AS w
+			LEFT JOIN claim_cursors AS c USING (user_id, device_id, algorithm)
 			LEFT JOIN LATERAL (
-				SELECT k.key_id, k.ctid
+				SELECT k.batch, k.key_id, k.key_json
 				FROM one_time_keys AS k
-				WHERE k.user_id = w.user_id AND k.device_id = w.device_id AND k.algorithm = w.algorithm
+				WHERE k.user_id = c.user_id AND k.device_id = c.device_id AND k.algorithm = c.algorithm
+				  AND (k.batch, k.key_id) > (c.last_batch, c.last_key_id)
 				ORDER BY k.batch, k.key_id
 				LIMIT 1
 			) AS k ON true
 		),
-		claimed AS (
-			DELETE FROM one_time_keys
-			WHERE ctid = ANY (ARRAY(SELECT key_row FROM chosen WHERE key_row IS NOT NULL))
-			RETURNING user_id, device_id, key_id, key_json
-		),
-		remembered AS (
-			INSERT INTO claimed_keys (user_id, device_id, key_id)
-			SELECT user_id, device_id, key_id FROM claimed
-			ON CONFLICT DO NOTHING
+		moved AS (
+			UPDATE claim_cursors AS c
+			SET last_batch = ch.batch, last_key_id = ch.key_id, last_key_json = ch.key_json
+			FROM chosen AS ch
+			WHERE ch.key_id IS NOT NULL
+			  AND c.user_id = ch.user_id AND c.device_id = ch.device_id AND c.algorithm = ch.algorithm
+			  AND c.last_batch = ch.old_batch AND c.last_key_id = ch.old_key_id
+			RETURNING ch.ord
 		),
 		fallback AS (
 			UPDATE fallback_keys AS f SET used = true
-			FROM chosen AS c
-			WHERE c.key_id IS NULL
-			  AND f.user_id = c.user_id AND f.device_id = c.device_id AND f.algorithm = c.algorithm
-			RETURNING c.ord, f.key_id, f.key_json
+			FROM chosen AS ch
+			WHERE ch.key_id IS NULL
+			  AND f.user_id = ch.user_id AND f.device_id = ch.device_id AND f.algorithm = ch.algorithm
+			RETURNING ch.ord, f.key_id, f.key_json
 		)
-		SELECT c.ord, c.key_id, d.key_json,
-			CASE WHEN d.key_id IS NULL THEN 'lost' ELSE 'one_time' END AS kind
-		FROM chosen AS c
-		LEFT JOIN claimed AS d
-			ON d.user_id = c.user_id AND d.device_id = c.device_id AND d.key_id = c.key_id
-		WHERE c.key_id IS NOT NULL
+		SELECT ch.ord, ch.key_id, ch.key_json,
+			CASE WHEN m.ord IS NULL THEN 'lost' ELSE 'one_time' END AS kind
+		FROM chosen AS ch
+		LEFT JOIN moved AS m ON m.ord = ch.ord
+		WHERE ch.key_id IS NOT NULL
 		UNION ALL
 		SELECT ord, key_id, key_json, 'fallback' FROM fallback
 		ORDER BY 1`
@@ -330,8 +388,11 @@ func retryable(err error) bool {
 // The device row is upserted first, which locks it until commit: uploads and claims of one
 // device run one after the other. Every later statement of the transaction therefore sees all
 // claims of the device that committed before, so a one-time key ID that was claimed while this
-// upload waited is found in claimed_keys and not stored again (the double-issue race of
-// matrix-spec#1124), and two uploads of one key ID cannot both insert it.
+// upload waited is found claimed (at or before its cursor, or in claimed_keys) and not stored
+// again (the double-issue race of matrix-spec#1124), and two uploads of one key ID cannot both
+// insert it. The same lock keeps the claimed keys a prefix of the device's keys in claim order
+// (what the cursors rely on): the batch number is drawn after the lock is taken, so a later
+// upload's keys come after every key a claim could have seen.
 func (s *postgresStore) Upload(ctx context.Context, user, device string, up Upload) (Counts, error) {
 	p, err := prepareUpload(up)
 	if err != nil {
@@ -352,24 +413,21 @@ func (s *postgresStore) Upload(ctx context.Context, user, device string, up Uplo
 		}
 
 		if len(p.oneTimeKeys) > 0 {
-			ids := p.oneTimeKeyIDs()
 			existing := make(map[string][]byte)
-			rows, _ := tx.Query(ctx, pgExistingOneTimeKeys, user, device, ids)
+			claimed := make(map[string]bool)
+			rows, _ := tx.Query(ctx, pgKnownOneTimeKeys, user, device, p.oneTimeKeyIDs())
 			var keyID string
 			var value []byte
-			if _, err := pgx.ForEachRow(rows, []any{&keyID, &value}, func() error {
-				existing[keyID] = value
+			var isClaimed bool
+			if _, err := pgx.ForEachRow(rows, []any{&keyID, &value, &isClaimed}, func() error {
+				if isClaimed {
+					claimed[keyID] = true
+				} else {
+					existing[keyID] = value
+				}
 				return nil
 			}); err != nil {
 				return fmt.Errorf("one-time keys: %w", err)
-			}
-			claimed := make(map[string]bool)
-			rows, _ = tx.Query(ctx, pgClaimedKeyIDs, user, device, ids)
-			if _, err := pgx.ForEachRow(rows, []any{&keyID}, func() error {
-				claimed[keyID] = true
-				return nil
-			}); err != nil {
-				return fmt.Errorf("claimed keys: %w", err)
 			}
 
 			fresh, err := newOneTimeKeys(user, device, p.oneTimeKeys, existing, claimed)
@@ -485,10 +543,14 @@ func (s *postgresStore) QueryDevices(ctx context.Context, req map[string][]strin
 // in one global order (so claims never deadlock) and waits for any transaction holding one of
 // them; uploads lock their device row the same way. In READ COMMITTED the next statement takes a
 // fresh snapshot after the locks are held, so it sees every committed claim and upload of those
-// devices and no uncommitted one can interfere: the oldest key it chooses is the oldest key there
-// is, and it removes it. The DELETE ... RETURNING is the second guard: a key is returned only by
-// the transaction whose DELETE removed it, so even without the locks no key could be handed out
-// twice; a chosen key removed by someone else is detected ("lost") and the transaction retried.
+// devices and no uncommitted one can interfere: the oldest key it chooses (the first after the
+// device's cursor) is the oldest unclaimed key there is, and it moves the cursor to it. The
+// cursor update is the second guard, a compare-and-set: it applies only where the cursor is still
+// where this statement read it (an UPDATE that waited for another transaction re-checks its
+// WHERE clause on the row that transaction committed), and a key is returned only by the
+// transaction whose update moved the cursor to it. So even without the locks no key could be
+// handed out twice; a cursor moved by someone else is detected ("lost") and the transaction
+// retried (TestPostgresClaimRetriesALostRace).
 // A device that does not exist when the locks are taken is not claimed from: that claim is
 // ordered before the device's first upload.
 func (s *postgresStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error) {

@@ -180,55 +180,11 @@ func TestPostgresStoredBytes(t *testing.T) {
 	equal(t, "stored", string(stored), string(raw))
 }
 
-// BenchmarkClaim100Postgres is BenchmarkClaim100 on PostgreSQL (skipped without a database).
-func BenchmarkClaim100Postgres(b *testing.B) {
-	const devices, fill = 100, 1000
-	s := openStore(b, postgresBackend.freshDSN(b))
-	ctx := context.Background()
-	wants := make([]Want, devices)
-	for d := range wants {
-		wants[d] = Want{fmt.Sprintf("@user%03d:example.org", d), "DEVICE", SignedCurve25519}
-	}
-	batch := 0
-	refill := func() {
-		batch++
-		for _, w := range wants {
-			keys := make(map[string]json.RawMessage, fill)
-			for k := 0; k < fill; k++ {
-				id := fmt.Sprintf("signed_curve25519:%06d%04d", batch, k)
-				keys[id] = json.RawMessage(`{"key":"` + id + `"}`)
-			}
-			if _, err := s.Upload(ctx, w.User, w.Device, Upload{OneTimeKeys: keys}); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	refill()
-	left := fill
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if left == 0 {
-			b.StopTimer()
-			refill()
-			left = fill
-			b.StartTimer()
-		}
-		got, err := s.Claim(ctx, wants)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(got) != devices {
-			b.Fatalf("claimed %d keys, want %d", len(got), devices)
-		}
-		left--
-	}
-	b.ReportMetric(float64(b.N*devices)/b.Elapsed().Seconds(), "device-claims/s")
-}
-
 // TestPostgresClaimRetriesALostRace takes the device lock away from the picture: a transaction
-// that does not lock the device row removes the oldest key while a claim is choosing it. The
-// claim's DELETE then waits for that transaction; if it commits, the claim must notice that it
-// lost the key, retry (logged) and hand out the next one, never the same key and never the
+// that does not lock the device row claims the oldest key (moves the device's cursor to it)
+// while a claim is choosing that key. The claim's cursor update then waits for that transaction;
+// if it commits, the claim must notice that it lost the key (the cursor is no longer where it
+// read it), retry (logged) and hand out the next one, never the same key and never the
 // fallback key; if it rolls back, the claim gets the oldest key after all.
 func TestPostgresClaimRetriesALostRace(t *testing.T) {
 	postgresBaseDSN(t)
@@ -257,7 +213,11 @@ func TestPostgresClaimRetriesALostRace(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = other.Rollback(context.Background()) }()
-			if _, err := other.Exec(testCtx(t), `DELETE FROM one_time_keys WHERE key_id = 'curve25519:1'`); err != nil {
+			if _, err := other.Exec(testCtx(t), `
+				UPDATE claim_cursors AS c
+				SET last_batch = k.batch, last_key_id = k.key_id, last_key_json = k.key_json
+				FROM one_time_keys AS k
+				WHERE k.key_id = 'curve25519:1' AND c.algorithm = 'curve25519'`); err != nil {
 				t.Fatal(err)
 			}
 
@@ -303,7 +263,7 @@ func waitForLockWait(t *testing.T, pool interface {
 		if err := pool.QueryRow(testCtx(t), `
 			SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'
-			  AND query LIKE '%one_time_keys%'`).Scan(&waiting); err != nil {
+			  AND query LIKE '%claim_cursors%'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting > 0 {
@@ -311,4 +271,56 @@ func waitForLockWait(t *testing.T, pool interface {
 		}
 	}
 	t.Fatal("the claim never waited for the other transaction")
+}
+
+// TestPostgresMigratesVersion1 opens a database written by version 1 of the schema (claimed
+// keys deleted, their IDs in claimed_keys) and checks that version 2 takes it over: the same
+// keys in the same order, the claimed IDs still refused, the counts unchanged.
+func TestPostgresMigratesVersion1(t *testing.T) {
+	dsn := postgresBackend.freshDSN(t)
+	conn, err := pgx.Connect(testCtx(t), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	v1 := append([]string{
+		`CREATE TABLE schema_migrations (
+			version    integer PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`,
+		`INSERT INTO schema_migrations (version) VALUES (1)`,
+	}, postgresMigrations[0].statements...)
+	v1 = append(v1,
+		// What version 1 left after: alice/DEV uploaded batch 1 (curve25519:1, :2, :3 and
+		// signed_curve25519:1) and batch 2 (curve25519:0); curve25519:1 was claimed (deleted,
+		// remembered). bob/DEV uploaded batch 3 and has a fallback key.
+		`SELECT setval('upload_batch_seq', 3)`,
+		`INSERT INTO devices VALUES ('@alice:example.org', 'DEV', '{"a":1}'), ('@bob:example.org', 'DEV', NULL)`,
+		`INSERT INTO one_time_keys (user_id, device_id, algorithm, batch, key_id, key_json) VALUES
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:2', '"two"'),
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:3', '"three"'),
+			('@alice:example.org', 'DEV', 'signed_curve25519', 1, 'signed_curve25519:1', '"s1"'),
+			('@alice:example.org', 'DEV', 'curve25519', 2, 'curve25519:0', '"zero"'),
+			('@bob:example.org', 'DEV', 'curve25519', 3, 'curve25519:1', '"b1"')`,
+		`INSERT INTO claimed_keys VALUES ('@alice:example.org', 'DEV', 'curve25519:1')`,
+		`INSERT INTO fallback_keys VALUES ('@bob:example.org', 'DEV', 'curve25519', 'curve25519:F', '"bf"', true)`,
+	)
+	for _, stmt := range v1 {
+		if _, err := conn.Exec(testCtx(t), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+
+	s := openStore(t, dsn)
+	equal(t, "schema versions", schemaVersions(t, s), knownVersions(s))
+	equal(t, "alice counts", mustCounts(t, s, alice, "DEV"), Counts{sc: 1, "curve25519": 3})
+	equal(t, "bob counts", mustCounts(t, s, bob, "DEV"), Counts{sc: 0, "curve25519": 1})
+	equal(t, "claim", claimOne(t, s, alice, "DEV", "curve25519"), "curve25519:2")
+	// The claimed ID of version 1 and the one claimed just now are both refused.
+	equal(t, "re-upload", mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks(
+		`curve25519:1="one"`, `curve25519:2="two"`, `curve25519:4="four"`)}), Counts{sc: 1, "curve25519": 3})
+	equal(t, "claims", claimAll(t, s, alice, "DEV", "curve25519"), []string{"curve25519:3", "curve25519:0", "curve25519:4"})
+	equal(t, "signed", claimOne(t, s, alice, "DEV", sc), "signed_curve25519:1")
+	equal(t, "bob", claimAll(t, s, bob, "DEV", "curve25519"), []string{"curve25519:1"})
+	equal(t, "bob's fallback", claimOne(t, s, bob, "DEV", "curve25519"), "fallback:curve25519:F")
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +72,46 @@ var sqliteMigrations = []migration{
 			FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
 		) WITHOUT ROWID`,
 	}},
+	{version: 2, statements: []string{
+		// Claim cursors. A claim no longer deletes the key it hands out (and no longer inserts its
+		// ID into claimed_keys): it moves the cursor of the (device, algorithm) to that key.
+		//
+		// This is exact because the claimed keys of a (device, algorithm) are always a prefix of
+		// its keys in claim order (batch, then key ID): a claim takes the first key after the
+		// cursor, and an upload's keys come after every key stored before (its batch number is
+		// new and larger: it is drawn inside the write transaction, so batch order is commit
+		// order). So a one-time key is claimed exactly when (batch, key_id) <= (last_batch,
+		// last_key_id) of its cursor.
+		//
+		// What it saves: a claim rewrites one small row per device in this table instead of
+		// deleting a row from one b-tree and inserting one into another, so it dirties one page
+		// per device instead of two (fewer when the devices of a request are neighbours here),
+		// and every dirty page is a 4 KiB frame that the commit writes to the WAL. The cursor
+		// also keeps the value of the key it last handed out (last_key_json), which is what the
+		// claim statement returns: one b-tree seek less per device than reading it back.
+		//
+		// Every (device, algorithm) with rows in one_time_keys has a cursor: uploads create it
+		// (last_batch -1, before every batch) and this migration creates the existing ones. The
+		// claimed rows stay in one_time_keys until the device's next upload of one-time keys,
+		// which moves their IDs to claimed_keys and deletes them (sqlitePruneClaimed*), all at
+		// once and on pages the upload writes anyway. claimed_keys stays what it was: the IDs of
+		// claimed keys that are no longer in one_time_keys.
+		//
+		// Version 1 deleted a key when it was claimed, so every key it left is unclaimed: the
+		// cursors start before all of them.
+		`CREATE TABLE claim_cursors (
+			user_id       TEXT NOT NULL,
+			device_id     TEXT NOT NULL,
+			algorithm     TEXT NOT NULL,
+			last_batch    INTEGER NOT NULL, -- the last one-time key handed out, -1 and '' if none
+			last_key_id   TEXT NOT NULL,
+			last_key_json BLOB NOT NULL,    -- its value (x'' if none)
+			PRIMARY KEY (user_id, device_id, algorithm),
+			FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
+		) WITHOUT ROWID`,
+		`INSERT INTO claim_cursors (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json)
+		SELECT DISTINCT user_id, device_id, algorithm, -1, '', x'' FROM one_time_keys`,
+	}},
 }
 
 // migration is one schema version: statements run in one transaction with its record in
@@ -98,31 +139,155 @@ const sqliteWriterCacheKiB = 32 * 1024
 // SQLITE_BUSY. Inside one process there is a single writer connection, so it never waits there.
 const sqliteBusyTimeoutMS = 10000
 
-// The claim statements run once per (user, device, algorithm) inside one transaction: SQLite is
-// in-process, so a loop of prepared statements costs no round trips.
-const (
-	// The oldest one-time key (by batch, then key ID), removed and returned in one statement.
-	sqliteClaimOneTimeKey = `
-		DELETE FROM one_time_keys
-		WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3
-		  AND (batch, key_id) = (
-			SELECT batch, key_id FROM one_time_keys
-			WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3
-			ORDER BY batch, key_id
+// sqliteClaimChunks are the numbers of wants one claim statement takes: a request's wants are
+// bound as parameters of a VALUES list, (?, ?, ?) per want, padded with NULLs (which match
+// nothing) up to the next of these sizes; a request of more than the largest size runs the
+// statement once per chunk, all in the one transaction. A few fixed sizes keep the number of
+// prepared statements small (and the padding costs less than a second statement would).
+//
+// Why bound parameters and not one JSON parameter taken apart by json_each(): measured with
+// modernc.org/sqlite, decoding [user, device, algorithm] from JSON in SQL costs about 5 µs per
+// want, binding three text parameters about 1.3 µs. Why not one statement per want (as version
+// 1 did): each statement costs far more in database/sql and the driver (context, binding,
+// stepping, resetting, allocating) than SQLite's own work for one device.
+var sqliteClaimChunks = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256}
+
+// sqliteClaimOneTimeKeys returns the claim statement for n wants (see sqliteClaimChunks).
+//
+// For every want with a one-time key after its cursor, it moves the cursor to the first such key
+// in claim order (oldest batch, then key ID) and returns that key. Per want that is a seek of the
+// cursor by primary key (driven by the VALUES list; SQLite's UPDATE ... FROM seeks it again to
+// write it), one seek of the next key (the row-value comparison is a range on the primary key of
+// one_time_keys, so it starts right after the cursor and never walks the claimed keys), and the
+// rewrite of the cursor row, which also holds the value returned. The unary + on the cursor's
+// columns is needed for that range: it takes away their column affinity, and SQLite uses a
+// row-value comparison of two TEXT columns for the first index column only (here: batch), which
+// would walk the claimed keys of the cursor's batch (TestSQLitePlans checks the plan).
+//
+// A want whose cursor has no key after it gets no row: the subquery yields NULLs, which the NOT
+// NULL columns refuse, and OR IGNORE skips that row (no change, no RETURNING row). OR IGNORE
+// matters for speed too: no constraint of this statement can abort it, so SQLite needs no
+// statement journal (otherwise every page it changes is first copied there). Rows come back in
+// no particular order; the wants must be distinct.
+func sqliteClaimOneTimeKeys(n int) string {
+	return `
+		UPDATE OR IGNORE claim_cursors
+		SET (last_batch, last_key_id, last_key_json) = (
+			SELECT k.batch, k.key_id, k.key_json FROM one_time_keys AS k
+			WHERE k.user_id = claim_cursors.user_id AND k.device_id = claim_cursors.device_id
+			  AND k.algorithm = claim_cursors.algorithm
+			  AND (k.batch, k.key_id) > (+claim_cursors.last_batch, +claim_cursors.last_key_id)
+			ORDER BY k.batch, k.key_id
 			LIMIT 1)
-		RETURNING key_id, key_json`
-	sqliteRememberClaimed = `
-		INSERT INTO claimed_keys (user_id, device_id, key_id) VALUES (?, ?, ?)
-		ON CONFLICT DO NOTHING`
-	// The fallback key, returned even if used, and marked used.
-	sqliteClaimFallbackKey = `
-		UPDATE fallback_keys SET used = 1
-		WHERE user_id = ? AND device_id = ? AND algorithm = ?
-		RETURNING key_id, key_json`
-	sqliteCounts = `
-		SELECT algorithm, count(*) FROM one_time_keys
+		FROM (VALUES ` + sqliteValues(n) + `) AS want
+		WHERE claim_cursors.user_id = want.column1 AND claim_cursors.device_id = want.column2
+		  AND claim_cursors.algorithm = want.column3
+		RETURNING user_id, device_id, algorithm, last_key_id, last_key_json`
+}
+
+// sqliteClaimFallbackKeys returns the statement that claims the fallback keys of n wants (those
+// that got no one-time key): returned even if used, and marked used. Rows come back in no
+// particular order.
+func sqliteClaimFallbackKeys(n int) string {
+	return `
+		UPDATE OR IGNORE fallback_keys SET used = 1
+		FROM (VALUES ` + sqliteValues(n) + `) AS want
+		WHERE fallback_keys.user_id = want.column1 AND fallback_keys.device_id = want.column2
+		  AND fallback_keys.algorithm = want.column3
+		RETURNING user_id, device_id, algorithm, key_id, key_json`
+}
+
+// sqliteInsertOneTimeKeys returns the statement that inserts n one-time keys (rows of user,
+// device, algorithm, batch, key ID, value; rows of NULLs are padding and skipped): one statement
+// per upload instead of one per key (see sqliteClaimChunks).
+func sqliteInsertOneTimeKeys(n int) string {
+	return `
+		INSERT INTO one_time_keys (user_id, device_id, algorithm, batch, key_id, key_json)
+		SELECT column1, column2, column3, column4, column5, column6
+		FROM (VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", n), ", ") + `)
+		WHERE column1 IS NOT NULL`
+}
+
+// sqliteValues returns n rows "(?, ?, ?)" for a VALUES list.
+func sqliteValues(n int) string {
+	return strings.TrimSuffix(strings.Repeat("(?, ?, ?), ", n), ", ")
+}
+
+// sqliteChunk returns the index in sqliteClaimChunks of the statement size for n rows: the
+// smallest that holds them, or the largest.
+func sqliteChunk(n int) int {
+	i := 0
+	for i < len(sqliteClaimChunks)-1 && sqliteClaimChunks[i] < n {
+		i++
+	}
+	return i
+}
+
+// The statements of Upload and Counts (prepared once, like the claim statements: preparing
+// costs modernc.org/sqlite about as much as running them).
+const (
+	sqliteUpsertDevice = `
+		INSERT INTO devices (user_id, device_id, device_keys) VALUES (?, ?, ?)
+		ON CONFLICT (user_id, device_id)
+		DO UPDATE SET device_keys = coalesce(excluded.device_keys, devices.device_keys)`
+
+	// The device's one-time keys among the key IDs of an upload (a JSON array): after the prune,
+	// all of them are unclaimed. The device's keys are one range of the primary key; key_id is
+	// not indexed on its own.
+	sqliteUnclaimedAmong = `
+		SELECT key_id, key_json FROM one_time_keys
 		WHERE user_id = ? AND device_id = ?
-		GROUP BY algorithm`
+		  AND key_id IN (SELECT value FROM json_each(?))`
+	sqliteClaimedAmong = `
+		SELECT key_id FROM claimed_keys
+		WHERE user_id = ? AND device_id = ?
+		  AND key_id IN (SELECT value FROM json_each(?))`
+
+	// Upload batch numbers: a row is inserted to draw the next number and deleted at once.
+	sqliteNewBatch  = `INSERT INTO upload_batches DEFAULT VALUES RETURNING batch`
+	sqliteDropBatch = `DELETE FROM upload_batches WHERE batch = ?`
+
+	// A new fallback key replaces the old one of its algorithm and is unused; an identical
+	// re-upload (same key ID, same bytes) changes nothing and so keeps "used".
+	sqliteUpsertFallbackKey = `
+		INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
+		VALUES (?, ?, ?, ?, ?, 0)
+		ON CONFLICT (user_id, device_id, algorithm) DO UPDATE
+			SET key_id = excluded.key_id, key_json = excluded.key_json, used = 0
+			WHERE fallback_keys.key_id IS NOT excluded.key_id
+			   OR fallback_keys.key_json IS NOT excluded.key_json`
+
+	// sqliteCounts counts the one-time keys after the cursor (the unclaimed ones) per algorithm.
+	sqliteCounts = `
+		SELECT k.algorithm, count(*) FROM one_time_keys AS k
+		LEFT JOIN claim_cursors AS c
+			ON c.user_id = k.user_id AND c.device_id = k.device_id AND c.algorithm = k.algorithm
+		WHERE k.user_id = ?1 AND k.device_id = ?2
+		  AND (k.batch, k.key_id) > (coalesce(c.last_batch, -1), coalesce(c.last_key_id, ''))
+		GROUP BY k.algorithm`
+
+	// sqliteCreateCursor gives a (device, algorithm) that receives one-time keys its cursor.
+	sqliteCreateCursor = `
+		INSERT INTO claim_cursors (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json)
+		VALUES (?, ?, ?, -1, '', x'')
+		ON CONFLICT DO NOTHING`
+
+	// sqliteClaimedCursors, sqlitePruneClaimedIDs and sqlitePruneClaimedKeys run in an upload of
+	// one-time keys: for each cursor of the device that has handed out keys, the claimed keys (at
+	// or before it) leave one_time_keys and their IDs go to claimed_keys, where the re-upload
+	// check finds them. The bounds are parameters (no column affinity), so both statements are a
+	// range of the primary key that holds exactly the claimed keys.
+	sqliteClaimedCursors = `
+		SELECT algorithm, last_batch, last_key_id FROM claim_cursors
+		WHERE user_id = ? AND device_id = ? AND last_batch >= 0`
+	sqlitePruneClaimedIDs = `
+		INSERT INTO claimed_keys (user_id, device_id, key_id)
+		SELECT user_id, device_id, key_id FROM one_time_keys
+		WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3 AND (batch, key_id) <= (?4, ?5)
+		ON CONFLICT DO NOTHING`
+	sqlitePruneClaimedKeys = `
+		DELETE FROM one_time_keys
+		WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3 AND (batch, key_id) <= (?4, ?5)`
 )
 
 // sqliteStore is the SQLite backend.
@@ -143,9 +308,16 @@ type sqliteStore struct {
 	closeOnce       sync.Once
 	closeErr        error
 
-	claimOneTimeKey  *sql.Stmt
-	rememberClaimed  *sql.Stmt
-	claimFallbackKey *sql.Stmt
+	// The statements of the writer that take a list of rows, one per size of sqliteClaimChunks.
+	claimOneTimeKeys  [len(sqliteClaimChunks)]*sql.Stmt
+	claimFallbackKeys [len(sqliteClaimChunks)]*sql.Stmt
+	insertOneTimeKeys [len(sqliteClaimChunks)]*sql.Stmt
+	// The statements of Upload (writer) and Counts (writer and readers).
+	upsertDevice, claimedCursors, pruneClaimedIDs, pruneClaimedKeys *sql.Stmt
+	unclaimedAmong, claimedAmong                                    *sql.Stmt
+	newBatch, dropBatch, createCursor, upsertFallbackKey            *sql.Stmt
+	writerCounts, readerCounts                                      *sql.Stmt
+	statements                                                      []*sql.Stmt // all of them, for Close
 }
 
 // openSQLite opens (creating if needed) the SQLite database file at path.
@@ -229,16 +401,46 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 	}
 	s.checkpointer.SetMaxOpenConns(1)
 
+	prepare := func(dst **sql.Stmt, db *sql.DB, query string) error {
+		st, err := db.PrepareContext(ctx, query)
+		if err != nil {
+			return fmt.Errorf("store: sqlite: prepare: %w", err)
+		}
+		*dst = st
+		s.statements = append(s.statements, st)
+		return nil
+	}
+	for i, n := range sqliteClaimChunks {
+		if err := prepare(&s.claimOneTimeKeys[i], s.writer, sqliteClaimOneTimeKeys(n)); err != nil {
+			return nil, err
+		}
+		if err := prepare(&s.claimFallbackKeys[i], s.writer, sqliteClaimFallbackKeys(n)); err != nil {
+			return nil, err
+		}
+		if err := prepare(&s.insertOneTimeKeys[i], s.writer, sqliteInsertOneTimeKeys(n)); err != nil {
+			return nil, err
+		}
+	}
 	for _, st := range []struct {
 		dst   **sql.Stmt
+		db    *sql.DB
 		query string
 	}{
-		{&s.claimOneTimeKey, sqliteClaimOneTimeKey},
-		{&s.rememberClaimed, sqliteRememberClaimed},
-		{&s.claimFallbackKey, sqliteClaimFallbackKey},
+		{&s.upsertDevice, s.writer, sqliteUpsertDevice},
+		{&s.claimedCursors, s.writer, sqliteClaimedCursors},
+		{&s.pruneClaimedIDs, s.writer, sqlitePruneClaimedIDs},
+		{&s.pruneClaimedKeys, s.writer, sqlitePruneClaimedKeys},
+		{&s.unclaimedAmong, s.writer, sqliteUnclaimedAmong},
+		{&s.claimedAmong, s.writer, sqliteClaimedAmong},
+		{&s.newBatch, s.writer, sqliteNewBatch},
+		{&s.dropBatch, s.writer, sqliteDropBatch},
+		{&s.createCursor, s.writer, sqliteCreateCursor},
+		{&s.upsertFallbackKey, s.writer, sqliteUpsertFallbackKey},
+		{&s.writerCounts, s.writer, sqliteCounts},
+		{&s.readerCounts, s.reader, sqliteCounts},
 	} {
-		if *st.dst, err = s.writer.PrepareContext(ctx, st.query); err != nil {
-			return nil, fmt.Errorf("store: sqlite: prepare: %w", err)
+		if err := prepare(st.dst, st.db, st.query); err != nil {
+			return nil, err
 		}
 	}
 	s.stopCheckpoints, s.checkpointsDone = make(chan struct{}), make(chan struct{})
@@ -319,10 +521,8 @@ func (s *sqliteStore) Close() error {
 			<-s.checkpointsDone
 		}
 		var errs []error
-		for _, st := range []*sql.Stmt{s.claimOneTimeKey, s.rememberClaimed, s.claimFallbackKey} {
-			if st != nil {
-				errs = append(errs, st.Close())
-			}
+		for _, st := range s.statements {
+			errs = append(errs, st.Close())
 		}
 		for _, db := range []*sql.DB{s.checkpointer, s.reader, s.writer} {
 			if db != nil {
@@ -358,7 +558,7 @@ func (s *sqliteStore) Upload(ctx context.Context, user, device string, up Upload
 		}
 		return nil, fmt.Errorf("store: sqlite: upload: %w", err)
 	}
-	counts, err := countKeys(ctx, tx, user, device)
+	counts, err := countKeys(ctx, tx.StmtContext(ctx, s.writerCounts), user, device)
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: upload: %w", err)
 	}
@@ -374,16 +574,15 @@ func (s *sqliteStore) upload(ctx context.Context, tx *sql.Tx, user, device strin
 	if p.deviceKeys != nil {
 		deviceKeys = p.deviceKeys
 	}
-	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO devices (user_id, device_id, device_keys) VALUES (?, ?, ?)
-		ON CONFLICT (user_id, device_id)
-		DO UPDATE SET device_keys = coalesce(excluded.device_keys, devices.device_keys)`,
-		user, device, deviceKeys); err != nil {
+	if _, err := tx.StmtContext(ctx, s.upsertDevice).ExecContext(ctx, user, device, deviceKeys); err != nil {
 		return fmt.Errorf("device: %w", err)
 	}
 
 	if len(p.oneTimeKeys) > 0 {
-		existing, claimed, err := sqliteKnownKeys(ctx, tx, user, device, p.oneTimeKeyIDs())
+		if err := s.pruneClaimed(ctx, tx, user, device); err != nil {
+			return fmt.Errorf("claimed keys: %w", err)
+		}
+		existing, claimed, err := s.knownKeys(ctx, tx, user, device, p.oneTimeKeyIDs())
 		if err != nil {
 			return err
 		}
@@ -394,55 +593,88 @@ func (s *sqliteStore) upload(ctx context.Context, tx *sql.Tx, user, device strin
 		if len(fresh) > 0 {
 			// This upload is one batch: a number no earlier upload had.
 			var batch int64
-			if err := tx.QueryRowContext(ctx, `INSERT INTO upload_batches DEFAULT VALUES RETURNING batch`).Scan(&batch); err != nil {
+			if err := tx.StmtContext(ctx, s.newBatch).QueryRowContext(ctx).Scan(&batch); err != nil {
 				return fmt.Errorf("batch: %w", err)
 			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM upload_batches WHERE batch = ?`, batch); err != nil {
+			if _, err := tx.StmtContext(ctx, s.dropBatch).ExecContext(ctx, batch); err != nil {
 				return fmt.Errorf("batch: %w", err)
 			}
-			insert, err := tx.PrepareContext(ctx, `
-				INSERT INTO one_time_keys (user_id, device_id, algorithm, batch, key_id, key_json)
-				VALUES (?, ?, ?, ?, ?, ?)`)
-			if err != nil {
-				return fmt.Errorf("one-time keys: %w", err)
+			var algorithms []string
+			largest := sqliteClaimChunks[len(sqliteClaimChunks)-1]
+			for from := 0; from < len(fresh); from += largest {
+				chunk := fresh[from:min(from+largest, len(fresh))]
+				size := sqliteChunk(len(chunk))
+				args := make([]any, 0, 6*sqliteClaimChunks[size])
+				for _, k := range chunk {
+					args = append(args, user, device, k.algorithm, batch, k.keyID, k.value)
+					if !slices.Contains(algorithms, k.algorithm) {
+						algorithms = append(algorithms, k.algorithm)
+					}
+				}
+				for len(args) < cap(args) {
+					args = append(args, nil) // padding: skipped
+				}
+				if _, err := tx.StmtContext(ctx, s.insertOneTimeKeys[size]).ExecContext(ctx, args...); err != nil {
+					return fmt.Errorf("one-time keys: %w", err)
+				}
 			}
-			defer func() { _ = insert.Close() }()
-			for _, k := range fresh {
-				if _, err := insert.ExecContext(ctx, user, device, k.algorithm, batch, k.keyID, k.value); err != nil {
-					return fmt.Errorf("one-time key %q: %w", k.keyID, err)
+			for _, alg := range algorithms {
+				if _, err := tx.StmtContext(ctx, s.createCursor).ExecContext(ctx, user, device, alg); err != nil {
+					return fmt.Errorf("claim cursor: %w", err)
 				}
 			}
 		}
 	}
 
 	for _, k := range p.fallbackKeys {
-		// A new fallback key replaces the old one of its algorithm and is unused; an identical
-		// re-upload (same key ID, same bytes) changes nothing and so keeps "used".
-		if _, err := tx.ExecContext(ctx, `
-			INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used)
-			VALUES (?, ?, ?, ?, ?, 0)
-			ON CONFLICT (user_id, device_id, algorithm) DO UPDATE
-				SET key_id = excluded.key_id, key_json = excluded.key_json, used = 0
-				WHERE fallback_keys.key_id IS NOT excluded.key_id
-				   OR fallback_keys.key_json IS NOT excluded.key_json`,
-			user, device, k.algorithm, k.keyID, k.value); err != nil {
+		if _, err := tx.StmtContext(ctx, s.upsertFallbackKey).ExecContext(ctx, user, device, k.algorithm, k.keyID, k.value); err != nil {
 			return fmt.Errorf("fallback key %q: %w", k.keyID, err)
 		}
 	}
 	return nil
 }
 
-// sqliteKnownKeys returns, among the given one-time key IDs of a device, those stored unclaimed
-// (key ID -> value) and those already claimed.
-func sqliteKnownKeys(ctx context.Context, tx *sql.Tx, user, device string, keyIDs []string) (existing map[string][]byte, claimed map[string]bool, err error) {
-	ids, err := json.Marshal(keyIDs)
+// pruneClaimed moves the device's claimed one-time keys out of one_time_keys: their IDs go to
+// claimed_keys. Afterwards every key of the device in one_time_keys is unclaimed.
+func (s *sqliteStore) pruneClaimed(ctx context.Context, tx *sql.Tx, user, device string) error {
+	type cursor struct {
+		algorithm, keyID string
+		batch            int64
+	}
+	var cursors []cursor
+	err := sqliteEachRow(ctx, tx.StmtContext(ctx, s.claimedCursors), func(rows *sql.Rows) error {
+		var c cursor
+		if err := rows.Scan(&c.algorithm, &c.batch, &c.keyID); err != nil {
+			return err
+		}
+		cursors = append(cursors, c)
+		return nil
+	}, user, device)
+	if err != nil {
+		return err
+	}
+	for _, c := range cursors {
+		if _, err := tx.StmtContext(ctx, s.pruneClaimedIDs).ExecContext(ctx, user, device, c.algorithm, c.batch, c.keyID); err != nil {
+			return err
+		}
+		if _, err := tx.StmtContext(ctx, s.pruneClaimedKeys).ExecContext(ctx, user, device, c.algorithm, c.batch, c.keyID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// knownKeys returns, among the given one-time key IDs of a device, those stored unclaimed (key
+// ID -> value) and those already claimed. The device's claimed keys must have been pruned from
+// one_time_keys in this transaction.
+func (s *sqliteStore) knownKeys(ctx context.Context, tx *sql.Tx, user, device string, keyIDs []string) (existing map[string][]byte, claimed map[string]bool, err error) {
+	ids, err := json.Marshal(keyIDs) // valid UTF-8 (prepareUpload checks), so JSON keeps them exact
 	if err != nil {
 		return nil, nil, err
 	}
 	existing = make(map[string][]byte)
 	claimed = make(map[string]bool)
-	// The device's keys are one range of the primary key; key_id is not indexed on its own.
-	err = sqliteEachRow(ctx, tx, func(rows *sql.Rows) error {
+	err = sqliteEachRow(ctx, tx.StmtContext(ctx, s.unclaimedAmong), func(rows *sql.Rows) error {
 		var keyID string
 		var value []byte
 		if err := rows.Scan(&keyID, &value); err != nil {
@@ -450,33 +682,27 @@ func sqliteKnownKeys(ctx context.Context, tx *sql.Tx, user, device string, keyID
 		}
 		existing[keyID] = value
 		return nil
-	}, `
-		SELECT key_id, key_json FROM one_time_keys
-		WHERE user_id = ? AND device_id = ?
-		  AND key_id IN (SELECT value FROM json_each(?))`, user, device, ids)
+	}, user, device, ids)
 	if err != nil {
 		return nil, nil, fmt.Errorf("one-time keys: %w", err)
 	}
-	err = sqliteEachRow(ctx, tx, func(rows *sql.Rows) error {
+	err = sqliteEachRow(ctx, tx.StmtContext(ctx, s.claimedAmong), func(rows *sql.Rows) error {
 		var keyID string
 		if err := rows.Scan(&keyID); err != nil {
 			return err
 		}
 		claimed[keyID] = true
 		return nil
-	}, `
-		SELECT key_id FROM claimed_keys
-		WHERE user_id = ? AND device_id = ?
-		  AND key_id IN (SELECT value FROM json_each(?))`, user, device, ids)
+	}, user, device, ids)
 	if err != nil {
 		return nil, nil, fmt.Errorf("claimed keys: %w", err)
 	}
 	return existing, claimed, nil
 }
 
-// sqliteEachRow runs query and calls fn for each row.
-func sqliteEachRow(ctx context.Context, q queryer, fn func(*sql.Rows) error, query string, args ...any) error {
-	rows, err := q.QueryContext(ctx, query, args...)
+// sqliteEachRow runs a prepared query and calls fn for each row.
+func sqliteEachRow(ctx context.Context, stmt *sql.Stmt, fn func(*sql.Rows) error, args ...any) error {
+	rows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
 		return err
 	}
@@ -489,15 +715,10 @@ func sqliteEachRow(ctx context.Context, q queryer, fn func(*sql.Rows) error, que
 	return rows.Err()
 }
 
-// queryer is what countKeys needs: a *sql.DB or a *sql.Tx.
-type queryer interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-// countKeys returns the device's unclaimed one-time keys per algorithm.
-func countKeys(ctx context.Context, q queryer, user, device string) (Counts, error) {
+// countKeys returns the device's unclaimed one-time keys per algorithm (stmt: sqliteCounts).
+func countKeys(ctx context.Context, stmt *sql.Stmt, user, device string) (Counts, error) {
 	counts := newCounts()
-	err := sqliteEachRow(ctx, q, func(rows *sql.Rows) error {
+	err := sqliteEachRow(ctx, stmt, func(rows *sql.Rows) error {
 		var alg string
 		var n int
 		if err := rows.Scan(&alg, &n); err != nil {
@@ -505,7 +726,7 @@ func countKeys(ctx context.Context, q queryer, user, device string) (Counts, err
 		}
 		counts[alg] = n
 		return nil
-	}, sqliteCounts, user, device)
+	}, user, device)
 	if err != nil {
 		return nil, fmt.Errorf("counts: %w", err)
 	}
@@ -514,7 +735,7 @@ func countKeys(ctx context.Context, q queryer, user, device string) (Counts, err
 
 // Counts implements Store.
 func (s *sqliteStore) Counts(ctx context.Context, user, device string) (Counts, error) {
-	counts, err := countKeys(ctx, s.reader, user, device)
+	counts, err := countKeys(ctx, s.readerCounts, user, device)
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
@@ -562,58 +783,120 @@ func (s *sqliteStore) QueryDevices(ctx context.Context, req map[string][]string)
 
 // queryAllDevices adds every device of user that has device keys to got.
 func queryAllDevices(ctx context.Context, tx *sql.Tx, user string, got map[string]json.RawMessage) error {
-	return sqliteEachRow(ctx, tx, func(rows *sql.Rows) error {
+	rows, err := tx.QueryContext(ctx, `
+		SELECT device_id, device_keys FROM devices
+		WHERE user_id = ? AND device_keys IS NOT NULL`, user)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
 		var device string
 		var keys []byte
 		if err := rows.Scan(&device, &keys); err != nil {
 			return err
 		}
 		got[device] = keys
-		return nil
-	}, `
-		SELECT device_id, device_keys FROM devices
-		WHERE user_id = ? AND device_keys IS NOT NULL`, user)
+	}
+	return rows.Err()
 }
 
 // Claim implements Store: one IMMEDIATE transaction for the whole request, so no other writer
-// (in this process or another) sees a key between its selection and its removal.
+// (in this process or another) sees a key between its selection and its claim. Inside it, one
+// statement (per chunk of sqliteClaimChunks) claims the one-time keys of all wants, and a second
+// one, only if some want got none, the fallback keys of those. The answer is put in order after
+// the commit, so the writer is held for little more than the statements.
 func (s *sqliteStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error) {
-	wants = dedupeWants(wants)
-	out := make([]Claimed, 0, len(wants))
+	wants, index := dedupeWantsIndex(wants)
 	if len(wants) == 0 {
-		return out, nil
+		return []Claimed{}, nil
 	}
+	got := make([]Claimed, len(wants)) // by position in wants; KeyID "" = nothing (yet)
 
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: claim: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	claimOneTimeKey := tx.StmtContext(ctx, s.claimOneTimeKey)
-	rememberClaimed := tx.StmtContext(ctx, s.rememberClaimed)
-	claimFallbackKey := tx.StmtContext(ctx, s.claimFallbackKey)
 
-	for _, w := range wants {
-		c := Claimed{User: w.User, Device: w.Device}
-		var key []byte
-		err := claimOneTimeKey.QueryRowContext(ctx, w.User, w.Device, w.Algorithm).Scan(&c.KeyID, &key)
-		if errors.Is(err, sql.ErrNoRows) {
-			c.Fallback = true
-			err = claimFallbackKey.QueryRowContext(ctx, w.User, w.Device, w.Algorithm).Scan(&c.KeyID, &key)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue // nothing to give
-			}
-		} else if err == nil {
-			_, err = rememberClaimed.ExecContext(ctx, w.User, w.Device, c.KeyID)
-		}
+	n, err := s.claimEach(ctx, tx, &s.claimOneTimeKeys, wants, index, got, false)
+	if err != nil {
+		return nil, fmt.Errorf("store: sqlite: claim one-time keys: %w", err)
+	}
+	if n < len(wants) {
+		m, err := s.claimEach(ctx, tx, &s.claimFallbackKeys, wants, index, got, true)
 		if err != nil {
-			return nil, fmt.Errorf("store: sqlite: claim %s of device %q of user %q: %w", w.Algorithm, w.Device, w.User, err)
+			return nil, fmt.Errorf("store: sqlite: claim fallback keys: %w", err)
 		}
-		c.Key = key
-		out = append(out, c)
+		n += m
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("store: sqlite: claim: commit: %w", err)
 	}
+
+	out := make([]Claimed, 0, n)
+	for _, c := range got {
+		if c.KeyID != "" {
+			out = append(out, c)
+		}
+	}
 	return out, nil
+}
+
+// claimEach runs one of the claim statements (stmts, by chunk size) for every want that has no
+// key in got yet, in chunks, and stores each key returned in got at the position of its want.
+// It returns the number of keys.
+func (s *sqliteStore) claimEach(ctx context.Context, tx *sql.Tx, stmts *[len(sqliteClaimChunks)]*sql.Stmt,
+	wants []Want, index map[Want]int, got []Claimed, fallback bool) (int, error) {
+	largest := sqliteClaimChunks[len(sqliteClaimChunks)-1]
+	args := make([]any, 0, 3*min(len(wants), largest))
+	total := 0
+	for from := 0; from < len(wants); {
+		args = args[:0]
+		for ; from < len(wants) && len(args) < 3*largest; from++ {
+			if got[from].KeyID == "" {
+				w := wants[from]
+				args = append(args, w.User, w.Device, w.Algorithm)
+			}
+		}
+		if len(args) == 0 {
+			break
+		}
+		size := sqliteChunk(len(args) / 3)
+		for len(args) < 3*sqliteClaimChunks[size] {
+			args = append(args, nil) // NULL matches no row
+		}
+		n, err := scanClaimed(ctx, tx.StmtContext(ctx, stmts[size]), args, index, got, fallback)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// scanClaimed runs a claim statement and stores each returned key in got at the position of its
+// want. It returns the number of keys.
+func scanClaimed(ctx context.Context, stmt *sql.Stmt, args []any, index map[Want]int, got []Claimed, fallback bool) (int, error) {
+	rows, err := stmt.QueryContext(ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = rows.Close() }()
+	n := 0
+	for rows.Next() {
+		var w Want
+		var keyID string
+		var key []byte
+		if err := rows.Scan(&w.User, &w.Device, &w.Algorithm, &keyID, &key); err != nil {
+			return 0, err
+		}
+		i, ok := index[w]
+		if !ok || got[i].KeyID != "" || keyID == "" || len(key) == 0 {
+			return 0, fmt.Errorf("unexpected key %q for %v", keyID, w)
+		}
+		got[i] = Claimed{User: w.User, Device: w.Device, KeyID: keyID, Key: key, Fallback: fallback}
+		n++
+	}
+	return n, rows.Err()
 }

@@ -2,7 +2,7 @@ package store
 
 import (
 	"context"
-	"encoding/json"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -115,50 +115,123 @@ func TestSQLiteClaimHonoursContext(t *testing.T) {
 	equal(t, "counts", mustCounts(t, s, alice, "DEV"), Counts{sc: 0, "curve25519": 1})
 }
 
-// BenchmarkClaim100 measures 100-device claims on SQLite, the shape of a claim for a room: one
-// signed_curve25519 key from each of 100 devices per request. Devices are refilled outside the
-// timer when they run low.
-func BenchmarkClaim100(b *testing.B) {
-	const devices, fill = 100, 1000
-	s := openStore(b, sqliteBackend.freshDSN(b))
-	ctx := context.Background()
-	wants := make([]Want, devices)
-	for d := range wants {
-		wants[d] = Want{fmt.Sprintf("@user%03d:example.org", d), "DEVICE", SignedCurve25519}
+// TestSQLitePlans checks the query plans of the statements that must not read more than they
+// need. The claim: the wants drive the search (each cursor found by its primary key), and the
+// next key is found by a range seek that starts right after the cursor, on both columns of the
+// claim order. Were the range on the batch alone (what SQLite does for a row-value comparison of
+// two TEXT columns, see sqliteClaimOneTimeKeys), every claim would walk the claimed keys of the
+// cursor's batch. The prune of an upload: a range holding exactly the claimed keys.
+func TestSQLitePlans(t *testing.T) {
+	s := openStore(t, sqliteBackend.freshDSN(t)).(*sqliteStore)
+	type check struct {
+		name  string
+		query string
+		args  []any
+		steps []string // these steps in this order (others may come between); no table scan
 	}
-	batch := 0
-	refill := func() {
-		batch++
-		for _, w := range wants {
-			keys := make(map[string]json.RawMessage, fill)
-			for k := 0; k < fill; k++ {
-				id := fmt.Sprintf("signed_curve25519:%06d%04d", batch, k)
-				keys[id] = json.RawMessage(`{"key":"` + id + `","signatures":{"@u:example.org":{"ed25519:DEVICE":"c2lnbmF0dXJl"}}}`)
-			}
-			if _, err := s.Upload(ctx, w.User, w.Device, Upload{OneTimeKeys: keys, FallbackKeys: otks(`signed_curve25519:FB="fb"`)}); err != nil {
-				b.Fatal(err)
-			}
-		}
+	checks := []check{
+		{"prune claimed IDs", sqlitePruneClaimedIDs, []any{alice, "DEV", sc, 1, "k"}, []string{
+			"SEARCH one_time_keys USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=? AND (batch,key_id)<(?,?))",
+		}},
+		{"prune claimed keys", sqlitePruneClaimedKeys, []any{alice, "DEV", sc, 1, "k"}, []string{
+			"SEARCH one_time_keys USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=? AND (batch,key_id)<(?,?))",
+		}},
 	}
-	refill()
-	left := fill
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if left == 0 {
-			b.StopTimer()
-			refill()
-			left = fill
-			b.StartTimer()
-		}
-		got, err := s.Claim(ctx, wants)
+	for _, n := range sqliteClaimChunks {
+		checks = append(checks, check{fmt.Sprintf("claim of %d", n), sqliteClaimOneTimeKeys(n), make([]any, 3*n), []string{
+			"SEARCH claim_cursors USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=?)",
+			"SEARCH k USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=? AND (batch,key_id)>(?,?))",
+		}})
+	}
+	for _, c := range checks {
+		rows, err := s.writer.QueryContext(testCtx(t), "EXPLAIN QUERY PLAN "+c.query, c.args...)
 		if err != nil {
-			b.Fatal(err)
+			t.Fatalf("%s: %v", c.name, err)
 		}
-		if len(got) != devices || got[0].Fallback {
-			b.Fatalf("claimed %d keys (fallback %v), want %d one-time keys", len(got), got[0].Fallback, devices)
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
 		}
-		left--
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+		next := 0
+		for _, step := range plan {
+			if strings.HasPrefix(step, "SCAN") && !strings.Contains(step, "VALUES") && !strings.Contains(step, "CONSTANT ROW") && step != "SCAN want" {
+				next = -1
+				break
+			}
+			if next < len(c.steps) && step == c.steps[next] {
+				next++
+			}
+		}
+		if next != len(c.steps) {
+			t.Errorf("%s: plan\n  %s\nwant the steps\n  %s", c.name, strings.Join(plan, "\n  "), strings.Join(c.steps, "\n  "))
+		}
 	}
-	b.ReportMetric(float64(b.N*devices)/b.Elapsed().Seconds(), "device-claims/s")
+}
+
+// TestSQLiteMigratesVersion1 opens a database written by version 1 of the schema (claimed keys
+// deleted, their IDs in claimed_keys) and checks that version 2 takes it over: the same keys
+// in the same order, the claimed IDs still refused, the counts unchanged.
+func TestSQLiteMigratesVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := append([]string{
+		`CREATE TABLE schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+		)`,
+		`INSERT INTO schema_migrations (version) VALUES (1)`,
+	}, sqliteMigrations[0].statements...)
+	v1 = append(v1,
+		// What version 1 left after: alice/DEV uploaded batch 1 (curve25519:1, :2, :3 and
+		// signed_curve25519:1) and batch 2 (curve25519:0); curve25519:1 was claimed (deleted,
+		// remembered). bob/DEV uploaded batch 3 and has a fallback key.
+		`INSERT INTO upload_batches DEFAULT VALUES`, `INSERT INTO upload_batches DEFAULT VALUES`,
+		`INSERT INTO upload_batches DEFAULT VALUES`, `DELETE FROM upload_batches`,
+		`INSERT INTO devices VALUES ('@alice:example.org', 'DEV', CAST('{"a":1}' AS BLOB)), ('@bob:example.org', 'DEV', NULL)`,
+		`INSERT INTO one_time_keys VALUES
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:2', CAST('"two"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:3', CAST('"three"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'signed_curve25519', 1, 'signed_curve25519:1', CAST('"s1"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'curve25519', 2, 'curve25519:0', CAST('"zero"' AS BLOB)),
+			('@bob:example.org', 'DEV', 'curve25519', 3, 'curve25519:1', CAST('"b1"' AS BLOB))`,
+		`INSERT INTO claimed_keys VALUES ('@alice:example.org', 'DEV', 'curve25519:1')`,
+		`INSERT INTO fallback_keys VALUES ('@bob:example.org', 'DEV', 'curve25519', 'curve25519:F', CAST('"bf"' AS BLOB), 1)`,
+	)
+	for _, stmt := range v1 {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openStore(t, "sqlite:"+path)
+	equal(t, "schema versions", schemaVersions(t, s), knownVersions(s))
+	equal(t, "alice counts", mustCounts(t, s, alice, "DEV"), Counts{sc: 1, "curve25519": 3})
+	equal(t, "bob counts", mustCounts(t, s, bob, "DEV"), Counts{sc: 0, "curve25519": 1})
+	equal(t, "claim", claimOne(t, s, alice, "DEV", "curve25519"), "curve25519:2")
+	// The claimed ID of version 1 and the one claimed just now are both refused.
+	equal(t, "re-upload", mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks(
+		`curve25519:1="one"`, `curve25519:2="two"`, `curve25519:4="four"`)}), Counts{sc: 1, "curve25519": 3})
+	equal(t, "claims", claimAll(t, s, alice, "DEV", "curve25519"), []string{"curve25519:3", "curve25519:0", "curve25519:4"})
+	equal(t, "signed", claimOne(t, s, alice, "DEV", sc), "signed_curve25519:1")
+	equal(t, "bob", claimAll(t, s, bob, "DEV", "curve25519"), []string{"curve25519:1"})
+	equal(t, "bob's fallback", claimOne(t, s, bob, "DEV", "curve25519"), "fallback:curve25519:F")
+	got, err := s.QueryDevices(testCtx(t), map[string][]string{alice: nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "device keys", string(got[alice]["DEV"]), `{"a":1}`)
 }

@@ -296,6 +296,7 @@ var conformanceCases = []conformanceCase{
 			{"key ID without algorithm", Upload{OneTimeKeys: otks(`nocolon="a"`)}},
 			{"key ID with empty algorithm", Upload{OneTimeKeys: otks(`:name="a"`)}},
 			{"key ID with empty name", Upload{FallbackKeys: otks(`curve25519:="a"`)}},
+			{"key ID not UTF-8", Upload{OneTimeKeys: otks("curve25519:\xff=\"a\"")}},
 			{"value not JSON", Upload{OneTimeKeys: otks(`curve25519:1={`)}},
 			{"value a number", Upload{OneTimeKeys: otks(`curve25519:1=12`)}},
 			{"two fallback keys of one algorithm", Upload{FallbackKeys: otks(`curve25519:1="a"`, `curve25519:2="b"`)}},
@@ -466,6 +467,64 @@ var conformanceCases = []conformanceCase{
 		equal(t, "same ID of another user", mustUpload(t, s, bob, "A", Upload{OneTimeKeys: otks(`curve25519:1="c"`)}),
 			Counts{sc: 0, "curve25519": 1})
 	}},
+	{"claim/claimed key IDs stay refused over rounds of uploads and claims", func(t *testing.T, s Store) {
+		k := func(ids ...string) map[string]json.RawMessage {
+			m := make(map[string]json.RawMessage, len(ids))
+			for _, id := range ids {
+				m["curve25519:"+id] = json.RawMessage(`"v` + id + `"`)
+			}
+			return m
+		}
+		equal(t, "upload 1", mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: k("1", "2", "3")}), Counts{sc: 0, "curve25519": 3})
+		equal(t, "claim 1", claimOne(t, s, alice, "DEV", "curve25519"), "curve25519:1")
+		equal(t, "claim 2", claimOne(t, s, alice, "DEV", "curve25519"), "curve25519:2")
+		// A different value under the unclaimed ID 3 is a conflict, and changes nothing.
+		if _, err := s.Upload(testCtx(t), alice, "DEV", Upload{OneTimeKeys: otks(`curve25519:3="other"`, `curve25519:9="v9"`)}); !errors.Is(err, ErrKeyConflict) {
+			t.Fatalf("err = %v, want ErrKeyConflict", err)
+		}
+		equal(t, "counts after conflict", mustCounts(t, s, alice, "DEV"), Counts{sc: 0, "curve25519": 1})
+		equal(t, "upload 2", mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: k("2", "3", "4")}), Counts{sc: 0, "curve25519": 2})
+		equal(t, "claim 3", claimOne(t, s, alice, "DEV", "curve25519"), "curve25519:3")
+		equal(t, "upload 3", mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: k("1", "2", "3", "4", "5")}), Counts{sc: 0, "curve25519": 2})
+		equal(t, "upload 3 again", mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: k("1", "2", "3", "4", "5")}), Counts{sc: 0, "curve25519": 2})
+		equal(t, "claims", claimAll(t, s, alice, "DEV", "curve25519"), []string{"curve25519:4", "curve25519:5"})
+		equal(t, "upload 4", mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: k("1", "2", "3", "4", "5", "6")}), Counts{sc: 0, "curve25519": 1})
+		equal(t, "last", claimAll(t, s, alice, "DEV", "curve25519"), []string{"curve25519:6"})
+	}},
+	{"claim/a request with more devices than one statement takes", func(t *testing.T, s Store) {
+		// 300 devices, 2 algorithms each: 600 wants and more, in several chunks (SQLite) with
+		// fallback keys, devices without anything, unknown devices and duplicates among them.
+		const devices = 300
+		dev := func(d int) string { return fmt.Sprintf("D%03d", d) }
+		var wants []Want
+		var want []Claimed
+		for d := 0; d < devices; d++ {
+			up := Upload{FallbackKeys: otks(`curve25519:F="f` + dev(d) + `"`)}
+			switch {
+			case d%7 == 0: // only a fallback key
+			case d%11 == 0: // nothing at all
+				up = Upload{DeviceKeys: json.RawMessage(`{}`)}
+			default:
+				up.OneTimeKeys = otks(`curve25519:2="two`+dev(d)+`"`, `curve25519:1="one`+dev(d)+`"`, `signed_curve25519:1="s`+dev(d)+`"`)
+			}
+			mustUpload(t, s, alice, dev(d), up)
+			wants = append(wants, Want{alice, dev(d), "curve25519"}, Want{alice, dev(d), sc}, Want{bob, dev(d), sc})
+			switch {
+			case d%7 == 0:
+				want = append(want, Claimed{User: alice, Device: dev(d), KeyID: "curve25519:F", Key: json.RawMessage(`"f` + dev(d) + `"`), Fallback: true})
+			case d%11 == 0:
+			default:
+				want = append(want,
+					Claimed{User: alice, Device: dev(d), KeyID: "curve25519:1", Key: json.RawMessage(`"one` + dev(d) + `"`)},
+					Claimed{User: alice, Device: dev(d), KeyID: "signed_curve25519:1", Key: json.RawMessage(`"s` + dev(d) + `"`)})
+			}
+			if d%5 == 0 {
+				wants = append(wants, Want{alice, dev(d), "curve25519"}) // a duplicate
+			}
+		}
+		equal(t, "claimed", mustClaim(t, s, wants...), want)
+		equal(t, "counts", mustCounts(t, s, alice, dev(1)), Counts{sc: 0, "curve25519": 1})
+	}},
 	{"namespaces/one-time and fallback keys may share a key ID", func(t *testing.T, s Store) {
 		mustUpload(t, s, alice, "DEV", Upload{
 			OneTimeKeys:  otks(`signed_curve25519:AAAAAQ=` + signed("otk")),
@@ -570,7 +629,7 @@ func runConformance(t *testing.T, b backend) {
 			t.Fatal(err)
 		}
 		equal(t, "device keys", string(got[alice]["DEV"]), `{"k": 1}`)
-		equal(t, "schema versions", schemaVersions(t, s), []int{1})
+		equal(t, "schema versions", schemaVersions(t, s), knownVersions(s))
 	})
 	t.Run("open/concurrent opens migrate once", func(t *testing.T) {
 		dsn := b.freshDSN(t)
@@ -592,12 +651,28 @@ func runConformance(t *testing.T, b backend) {
 				t.Errorf("Open: %v", r.err)
 				continue
 			}
-			equal(t, "schema versions", schemaVersions(t, r.s), []int{1})
+			equal(t, "schema versions", schemaVersions(t, r.s), knownVersions(r.s))
 			if err := r.s.Close(); err != nil {
 				t.Error(err)
 			}
 		}
 	})
+}
+
+// knownVersions returns the versions of the migrations of the store's backend, in order.
+func knownVersions(s Store) []int {
+	var migrations []migration
+	switch s.(type) {
+	case *sqliteStore:
+		migrations = sqliteMigrations
+	case *postgresStore:
+		migrations = postgresMigrations
+	}
+	versions := make([]int, len(migrations))
+	for i, m := range migrations {
+		versions[i] = m.version
+	}
+	return versions
 }
 
 // schemaVersions reads schema_migrations.
