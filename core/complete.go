@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"encoding/base64"
 	"slices"
 	"strconv"
@@ -107,6 +108,11 @@ type ClaimResponse struct {
 	Users      []UserResult
 	Failures   []ServerFailure // sorted by server name
 	arena      []byte          // backing store of the keys read from answers
+	// alias lets keys whose text is canonical be slices of the input read rather than copies in
+	// the arena: for callers (Invoke) whose input outlives every use of the response.
+	alias bool
+	ids   strings.Builder // backing store of claimed key IDs (strings.Builder never moves what it wrote)
+	pairs int             // the number of requested devices
 }
 
 // UserResult is the answer for one requested user.
@@ -138,15 +144,15 @@ func newResponse(req *ClaimRequest, mode Mode, federation bool) *ClaimResponse {
 	if mode == "" {
 		mode = ModeMSC4072
 	}
-	resp := &ClaimResponse{Mode: mode, Federation: federation, Users: make([]UserResult, len(req.Users)), Failures: []ServerFailure{}}
-	devs := make([]DeviceResult, req.Pairs())
+	resp := &ClaimResponse{Mode: mode, Federation: federation, Users: make([]UserResult, len(req.Users)), Failures: []ServerFailure{}, pairs: req.Pairs()}
+	devs := make([]DeviceResult, resp.pairs)
 	for i, u := range req.Users {
 		ud := devs[:len(u.Devices):len(u.Devices)]
 		devs = devs[len(u.Devices):]
-		for j, d := range u.Devices {
-			ud[j] = DeviceResult{Device: d.Device, Algorithm: d.Algorithm}
+		for j := range u.Devices {
+			ud[j].Device, ud[j].Algorithm = u.Devices[j].Device, u.Devices[j].Algorithm // the rest is zero
 		}
-		resp.Users[i] = UserResult{User: u.User, Devices: ud}
+		resp.Users[i].User, resp.Users[i].Devices = u.User, ud
 	}
 	return resp
 }
@@ -238,8 +244,7 @@ func (r *ClaimResponse) readRemote(server ServerName, status int, body []byte) *
 		return remoteErrorFailure(status, body)
 	}
 	d := decoder{data: body}
-	d.shareStrings()
-	if r.arena == nil {
+	if !r.alias && cap(r.arena)-len(r.arena) < len(body) {
 		r.arena = make([]byte, 0, len(body)) // canonical keys are never longer than the answer
 	}
 	if k, ok := d.kind(); !ok || k != KindObject {
@@ -249,8 +254,8 @@ func (r *ClaimResponse) readRemote(server ServerName, status int, body []byte) *
 		return &Failure{Status: StatusBadRemoteAnswer, Message: "the remote answer is not valid JSON"}
 	}
 	found := false
-	err := d.object(func(key string) error {
-		if key != "one_time_keys" {
+	err := d.objectRaw(func(key []byte) error {
+		if string(key) != "one_time_keys" {
 			return d.skip()
 		}
 		if found {
@@ -304,27 +309,33 @@ func remoteErrorFailure(status int, body []byte) *Failure {
 // the request asked for of users accepted by mine. Duplicate keys among the parts it reads are
 // an error: such an answer is ambiguous.
 func (r *ClaimResponse) readKeys(d *decoder, mine func(UserID) bool) error {
-	return d.object(func(key string) error {
-		ui, ok := slices.BinarySearchFunc(r.Users, key, func(u UserResult, k string) int { return strings.Compare(string(u.User), k) })
+	next := 0 // answers usually list users in request order: try the one after the last first
+	return d.objectRaw(func(key []byte) error {
+		ui, ok := findUser(r.Users, key, next)
+		if ok {
+			next = ui + 1
+		}
 		if !ok || !mine(r.Users[ui].User) || r.Users[ui].Failed {
 			return d.skip()
 		}
 		u := &r.Users[ui]
 		if u.seen {
-			return errorf(CodeBadJSON, "duplicate key %s", quote(key))
+			return errorf(CodeBadJSON, "duplicate key %s", quote(string(key)))
 		}
 		u.seen = true
 		if k, ok := d.kind(); !ok || k != KindObject {
 			return d.skip() // not an object: its devices stay unanswered ({})
 		}
-		return d.object(func(dev string) error {
-			di, ok := slices.BinarySearchFunc(u.Devices, dev, func(x DeviceResult, k string) int { return strings.Compare(string(x.Device), k) })
+		nextDev := 0
+		return d.objectRaw(func(dev []byte) error {
+			di, ok := findDevice(u.Devices, dev, nextDev)
 			if !ok {
 				return d.skip()
 			}
+			nextDev = di + 1
 			dr := &u.Devices[di]
 			if dr.seen {
-				return errorf(CodeBadJSON, "duplicate key %s in %s", quote(dev), quote(key))
+				return errorf(CodeBadJSON, "duplicate key %s in %s", quote(string(dev)), quote(string(key)))
 			}
 			dr.seen = true
 			if k, ok := d.kind(); !ok || k != KindObject {
@@ -335,34 +346,105 @@ func (r *ClaimResponse) readKeys(d *decoder, mine func(UserID) bool) error {
 	})
 }
 
+// findUser returns the index of the user key in users (sorted by user ID), trying hint first.
+func findUser(users []UserResult, key []byte, hint int) (int, bool) {
+	if hint < len(users) && string(users[hint].User) == string(key) {
+		return hint, true
+	}
+	lo, hi := 0, len(users)
+	for lo < hi {
+		if m := int(uint(lo+hi) >> 1); string(users[m].User) < string(key) {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(users) && string(users[lo].User) == string(key)
+}
+
+// findDevice returns the index of the device key in devs (sorted by device ID), trying hint first.
+func findDevice(devs []DeviceResult, key []byte, hint int) (int, bool) {
+	if hint < len(devs) && string(devs[hint].Device) == string(key) {
+		return hint, true
+	}
+	lo, hi := 0, len(devs)
+	for lo < hi {
+		if m := int(uint(lo+hi) >> 1); string(devs[m].Device) < string(key) {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(devs) && string(devs[lo].Device) == string(key)
+}
+
 // readDeviceKeys reads one device's key map, keeping the valid key of the requested algorithm
-// with the smallest key ID.
+// with the smallest key ID. A key whose text is already canonical is copied as it is; any other
+// is parsed and re-encoded.
 func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) error {
-	var ids []string // key IDs of the requested algorithm seen so far, for duplicate detection
-	return d.object(func(id string) error {
-		kid, err := ParseKeyID(id)
-		if err != nil || kid.Algorithm() != dr.Algorithm {
+	var seen [4][]byte
+	ids := seen[:0] // key IDs of the requested algorithm seen so far, for duplicate detection
+	return d.objectRaw(func(id []byte) error {
+		off := d.keyOff
+		// What ParseKeyID accepts, of the requested algorithm: "algorithm:name", both non-empty.
+		if i := bytes.IndexByte(id, ':'); i <= 0 || i == len(id)-1 || string(id[:i]) != string(dr.Algorithm) {
 			return d.skip()
 		}
-		if slices.Contains(ids, id) {
-			return errorf(CodeBadJSON, "duplicate key ID %s", quote(id))
+		for _, other := range ids {
+			if string(other) == string(id) {
+				return errorf(CodeBadJSON, "duplicate key ID %s", quote(string(id)))
+			}
 		}
 		ids = append(ids, id)
+		better := !dr.Claimed || string(id) < string(dr.Key.KeyID)
+		d.ws()
+		start := d.pos
+		n := len(r.arena)
+		if isKey, ok := d.canonicalValue(); ok {
+			if isKey && better {
+				if r.alias {
+					// Field by field: a struct copy costs a bulk write barrier while the GC marks.
+					dr.Claimed = true
+					dr.Key.KeyID = r.keyID(d, id, off)
+					dr.Key.Key = d.data[start:d.pos:d.pos]
+					return nil
+				}
+				r.arena = append(r.arena, d.data[start:d.pos]...)
+				r.claim(dr, r.keyID(d, id, off), n)
+			}
+			return nil
+		}
 		v, err := d.value()
 		if err != nil {
 			return err
 		}
-		if !isKeyValue(&v) {
-			return nil
-		}
-		if !dr.Claimed || id < string(dr.Key.KeyID) {
-			dr.Claimed = true
-			start := len(r.arena)
+		if isKeyValue(&v) && better {
 			r.arena = v.AppendJSON(r.arena)
-			dr.Key = ClaimedKey{KeyID: kid, Key: r.arena[start:len(r.arena):len(r.arena)]}
+			r.claim(dr, r.keyID(d, id, off), n)
 		}
 		return nil
 	})
+}
+
+// claim records the key appended to the arena from n on, with its ID, as dr's key.
+func (r *ClaimResponse) claim(dr *DeviceResult, id KeyID, n int) {
+	dr.Claimed = true
+	dr.Key.KeyID = id
+	dr.Key.Key = r.arena[n:len(r.arena):len(r.arena)]
+}
+
+// keyID returns the key ID id, read by objectRaw at offset off, as a string that stays valid: a
+// substring of the decoder's shared copy, else one written to r.ids.
+func (r *ClaimResponse) keyID(d *decoder, id []byte, off int) KeyID {
+	if off >= 0 && d.src != "" {
+		return KeyID(d.src[off : off+len(id)])
+	}
+	if r.ids.Cap() == 0 {
+		r.ids.Grow(32 * max(r.pairs, 1)) // key IDs such as "signed_curve25519:AAAAHQ"
+	}
+	n := r.ids.Len()
+	r.ids.Write(id)
+	return KeyID(r.ids.String()[n:])
 }
 
 // isKeyValue reports whether v can be a one-time key: a string, or an object with a string "key".

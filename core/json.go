@@ -1,6 +1,7 @@
 package core
 
 import (
+	"math/bits"
 	"slices"
 	"strings"
 	"unicode/utf16"
@@ -139,11 +140,8 @@ var needsEscape = func() (t [256]bool) {
 func appendString(buf []byte, s string) []byte {
 	buf = append(buf, '"')
 	start := 0
-	for i := 0; i < len(s); i++ {
+	for i := nextEscape(s, 0); i < len(s); i = nextEscape(s, i+1) {
 		c := s[i]
-		if !needsEscape[c] {
-			continue
-		}
 		buf = append(buf, s[start:i]...)
 		switch c {
 		case '"', '\\':
@@ -167,6 +165,84 @@ func appendString(buf []byte, s string) []byte {
 	return append(buf, '"')
 }
 
+// The scanners below look at strings 8 bytes at a time (SWAR): a word with no byte of interest
+// is passed over with a few arithmetic operations instead of 8 loads and branches, which matters
+// most inside WebAssembly, where byte loops are several times slower than natively.
+const (
+	lsb = 0x0101010101010101 // 0x01 in every byte
+	msb = 0x8080808080808080 // 0x80 in every byte
+)
+
+// load64 returns the 8 bytes of b at i as a little-endian word (the compiler makes it one load).
+func load64(b []byte, i int) uint64 {
+	b = b[i : i+8 : i+8]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// load64s is load64 for a string.
+func load64s(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// escapeLanes sets the high bit of the bytes of x that canonical JSON escapes in strings: '"',
+// '\\' and the control characters. The lowest marked byte is exact (a borrow can only mark bytes
+// above a marked one), which is all the scanners use.
+func escapeLanes(x uint64) uint64 {
+	q := x ^ (lsb * '"')
+	b := x ^ (lsb * '\\')
+	return ((x-lsb*0x20)&^x | (q-lsb)&^q | (b-lsb)&^b) & msb
+}
+
+// nextEscape returns the index of the first byte at or after i of s that needsEscape, or len(s).
+func nextEscape(s string, i int) int {
+	for ; i+8 <= len(s); i += 8 {
+		if m := escapeLanes(load64s(s, i)); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for ; i < len(s); i++ {
+		if needsEscape[s[i]] {
+			return i
+		}
+	}
+	return i
+}
+
+// nextBackslash returns the index of the first '\\' in s, or len(s).
+func nextBackslash(s []byte) int {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := load64(s, i) ^ (lsb * '\\')
+		if m := (x - lsb) &^ x & msb; m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for i < len(s) && s[i] != '\\' {
+		i++
+	}
+	return i
+}
+
+// nextSpecial returns the index of the first byte at or after i of b that ends a run of plain
+// string bytes: '"', '\\', a control character or a non-ASCII byte; len(b) if there is none.
+func nextSpecial(b []byte, i int) int {
+	for ; i+8 <= len(b); i += 8 {
+		x := load64(b, i)
+		if m := escapeLanes(x) | x&msb; m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; needsEscape[c] || c >= 0x80 {
+			return i
+		}
+	}
+	return i
+}
+
 // decoder reads JSON from a byte slice. Its methods leave pos after what they read.
 type decoder struct {
 	data  []byte
@@ -177,6 +253,12 @@ type decoder struct {
 	// src, when set, is string(data): strings without escapes are then substrings of it and
 	// cost no allocation. Set it with shareStrings when many strings will be kept.
 	src string
+	// trusted says that data is known to be valid JSON (a raw value readFields checked): strings
+	// are then passed over without validating their escapes and UTF-8 again.
+	trusted bool
+	// keyOff is, inside an objectRaw callback, the offset in data of the member's key when the key
+	// has no escape (the key is then data[keyOff:keyOff+len(key)]), else -1.
+	keyOff int
 }
 
 // shareStrings makes the strings d returns share one copy of the input.
@@ -272,6 +354,119 @@ func (d *decoder) object(member func(key string) error) error {
 	}
 }
 
+// objectRaw is object with each key as bytes: a slice of data when the key has no escape (see
+// keyOff), else a new buffer. Reading keys this way costs no allocation; errors are those of
+// object.
+func (d *decoder) objectRaw(member func(key []byte) error) error {
+	if d.ws() != '{' {
+		return d.syntaxError("'{'")
+	}
+	if d.depth++; d.depth > maxDepth {
+		return errorf(CodeBadJSON, "JSON nested deeper than %d levels", maxDepth)
+	}
+	d.pos++
+	if d.ws() == '}' {
+		d.pos++
+		d.depth--
+		return nil
+	}
+	for {
+		if d.ws() != '"' {
+			return d.syntaxError("a string key")
+		}
+		// A key of plain bytes, the rule, is read here: strBytes, inlined.
+		b, off := d.data, d.pos+1
+		i := off
+		for ; i+8 <= len(b); i += 8 {
+			x := load64(b, i)
+			if m := escapeLanes(x) | x&msb; m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+		}
+		for i < len(b) && !needsEscape[b[i]] && b[i] < 0x80 {
+			i++
+		}
+		var key []byte
+		if i < len(b) && b[i] == '"' {
+			key, d.pos = b[off:i], i+1
+		} else {
+			var err error
+			if key, off, err = d.strBytes(); err != nil {
+				return err
+			}
+		}
+		if d.ws() != ':' {
+			return d.syntaxError("':'")
+		}
+		d.pos++
+		d.keyOff = off
+		if err := member(key); err != nil {
+			return err
+		}
+		switch d.ws() {
+		case ',':
+			d.pos++
+		case '}':
+			d.pos++
+			d.depth--
+			return nil
+		default:
+			return d.syntaxError("',' or '}'")
+		}
+	}
+}
+
+// skipObject skips an object without building its keys; errors are those of object.
+func (d *decoder) skipObject() error {
+	if d.ws() != '{' {
+		return d.syntaxError("'{'")
+	}
+	if d.depth++; d.depth > maxDepth {
+		return errorf(CodeBadJSON, "JSON nested deeper than %d levels", maxDepth)
+	}
+	d.pos++
+	if d.ws() == '}' {
+		d.pos++
+		d.depth--
+		return nil
+	}
+	for {
+		if d.ws() != '"' {
+			return d.syntaxError("a string key")
+		}
+		if err := d.skipString(); err != nil {
+			return err
+		}
+		if d.ws() != ':' {
+			return d.syntaxError("':'")
+		}
+		d.pos++
+		if err := d.skip(); err != nil {
+			return err
+		}
+		switch d.ws() {
+		case ',':
+			d.pos++
+		case '}':
+			d.pos++
+			d.depth--
+			return nil
+		default:
+			return d.syntaxError("',' or '}'")
+		}
+	}
+}
+
+// keep returns key, read by objectRaw at offset off, as a string: a substring of src when the
+// decoder shares strings and the key has no escape, else a copy.
+func (d *decoder) keep(key []byte, off int) string {
+	if off >= 0 && d.src != "" {
+		return d.src[off : off+len(key)]
+	}
+	return string(key)
+}
+
 // array reads an array, calling item with the decoder placed at each item.
 func (d *decoder) array(item func() error) error {
 	if d.ws() != '[' {
@@ -303,39 +498,43 @@ func (d *decoder) array(item func() error) error {
 	}
 }
 
-// str reads a string. Strings without escapes cost one allocation; invalid UTF-8, raw control
-// characters and lone surrogate escapes are errors.
+// str reads a string. Strings without escapes cost one allocation, none when the decoder shares
+// strings; invalid UTF-8, raw control characters and lone surrogate escapes are errors.
 func (d *decoder) str() (string, error) {
 	if d.ws() != '"' {
 		return "", d.syntaxError("a string")
 	}
-	d.pos++
-	start := d.pos
-	ascii := true
-	for i := start; i < len(d.data); i++ {
-		c := d.data[i]
-		switch {
-		case c == '"':
-			s := d.data[start:i]
-			if !ascii && !utf8.Valid(s) {
-				return "", d.utf8Error(start)
-			}
-			d.pos = i + 1
-			if d.src != "" {
-				return d.src[start:i], nil
-			}
-			return string(s), nil
-		case c == '\\':
-			return d.strEscaped(start, i)
-		case c < 0x20:
-			d.pos = i
-			return "", d.syntaxError("no raw control character in a string")
-		case c >= 0x80:
-			ascii = false
-		}
+	start := d.pos + 1
+	escaped, err := d.scanString()
+	if err != nil {
+		return "", err
 	}
-	d.pos = len(d.data)
-	return "", d.syntaxError("'\"'")
+	end := d.pos - 1
+	if escaped {
+		return string(appendUnescaped(make([]byte, 0, end-start), d.data[start:end])), nil
+	}
+	if d.src != "" {
+		return d.src[start:end], nil
+	}
+	return string(d.data[start:end]), nil
+}
+
+// strBytes reads a string as bytes: the content as a slice of data and its offset when it has no
+// escape, else a new buffer with the escapes decoded and offset -1. Errors are those of str.
+func (d *decoder) strBytes() ([]byte, int, error) {
+	if d.ws() != '"' {
+		return nil, -1, d.syntaxError("a string")
+	}
+	start := d.pos + 1
+	escaped, err := d.scanString()
+	if err != nil {
+		return nil, -1, err
+	}
+	end := d.pos - 1
+	if escaped {
+		return appendUnescaped(make([]byte, 0, end-start), d.data[start:end]), -1, nil
+	}
+	return d.data[start:end], start, nil
 }
 
 func (d *decoder) utf8Error(start int) *Error {
@@ -349,75 +548,40 @@ func (d *decoder) utf8Error(start int) *Error {
 	return errorf(CodeNotJSON, "invalid JSON: invalid UTF-8")
 }
 
-// strEscaped finishes reading a string that has an escape at esc.
-func (d *decoder) strEscaped(start, esc int) (string, error) {
-	b := make([]byte, 0, esc-start+16)
-	b = append(b, d.data[start:esc]...)
-	i := esc
-	for i < len(d.data) {
-		c := d.data[i]
-		switch {
-		case c == '"':
-			if !utf8.Valid(b) {
-				return "", d.utf8Error(start)
-			}
-			d.pos = i + 1
-			return string(b), nil
-		case c < 0x20:
-			d.pos = i
-			return "", d.syntaxError("no raw control character in a string")
-		case c != '\\':
-			b = append(b, c)
-			i++
-			continue
+// appendUnescaped appends the content s of a string that scanString accepted, with its escapes
+// decoded. The result is never longer than s.
+func appendUnescaped(dst, s []byte) []byte {
+	for {
+		j := nextBackslash(s)
+		if j == len(s) {
+			return append(dst, s...)
 		}
-		// an escape
-		if i+1 >= len(d.data) {
-			d.pos = len(d.data)
-			return "", d.syntaxError("an escape")
-		}
-		switch e := d.data[i+1]; e {
-		case '"', '\\', '/':
-			b = append(b, e)
-			i += 2
+		dst = append(dst, s[:j]...)
+		switch e := s[j+1]; e {
 		case 'b':
-			b, i = append(b, '\b'), i+2
+			dst = append(dst, '\b')
 		case 'f':
-			b, i = append(b, '\f'), i+2
+			dst = append(dst, '\f')
 		case 'n':
-			b, i = append(b, '\n'), i+2
+			dst = append(dst, '\n')
 		case 'r':
-			b, i = append(b, '\r'), i+2
+			dst = append(dst, '\r')
 		case 't':
-			b, i = append(b, '\t'), i+2
+			dst = append(dst, '\t')
 		case 'u':
-			r, ok := hex4(d.data, i+2)
-			if !ok {
-				d.pos = i
-				return "", d.syntaxError("4 hex digits after \\u")
+			r, _ := hex4(s, j+2)
+			if utf16.IsSurrogate(r) { // scanString checked that a low surrogate escape follows
+				r2, _ := hex4(s, j+8)
+				r = utf16.DecodeRune(r, r2)
+				j += 6
 			}
-			i += 6
-			if utf16.IsSurrogate(r) {
-				r2, ok := rune(0), false
-				if r < 0xdc00 && i+1 < len(d.data) && d.data[i] == '\\' && d.data[i+1] == 'u' {
-					r2, ok = hex4(d.data, i+2)
-				}
-				dec := utf16.DecodeRune(r, r2)
-				if !ok || dec == utf8.RuneError {
-					d.pos = i - 6
-					return "", errorf(CodeNotJSON, "invalid JSON at byte %d: lone surrogate escape", d.pos)
-				}
-				r = dec
-				i += 6
-			}
-			b = utf8.AppendRune(b, r)
-		default:
-			d.pos = i
-			return "", d.syntaxError("a valid escape")
+			dst = utf8.AppendRune(dst, r)
+			j += 4
+		default: // '"', '\\', '/'
+			dst = append(dst, e)
 		}
+		s = s[j+2:]
 	}
-	d.pos = len(d.data)
-	return "", d.syntaxError("'\"'")
 }
 
 func hex4(b []byte, i int) (rune, bool) {
@@ -440,10 +604,22 @@ func hex4(b []byte, i int) (rune, bool) {
 	return r, true
 }
 
-// number reads a number literal per RFC 8259 and returns its text.
+// number reads a number literal per RFC 8259 and returns its text (a substring of src when the
+// decoder shares strings).
 func (d *decoder) number() (string, error) {
+	start := d.pos
+	if err := d.skipNumber(); err != nil {
+		return "", err
+	}
+	if d.src != "" {
+		return d.src[start:d.pos], nil
+	}
+	return string(d.data[start:d.pos]), nil
+}
+
+// skipNumber reads a number literal per RFC 8259 without building its text.
+func (d *decoder) skipNumber() error {
 	b, i := d.data, d.pos
-	start := i
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
@@ -456,13 +632,13 @@ func (d *decoder) number() (string, error) {
 		}
 	default:
 		d.pos = i
-		return "", d.syntaxError("a digit")
+		return d.syntaxError("a digit")
 	}
 	if i < len(b) && b[i] == '.' {
 		i++
 		if i >= len(b) || b[i] < '0' || b[i] > '9' {
 			d.pos = i
-			return "", d.syntaxError("a digit after '.'")
+			return d.syntaxError("a digit after '.'")
 		}
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 			i++
@@ -475,14 +651,14 @@ func (d *decoder) number() (string, error) {
 		}
 		if i >= len(b) || b[i] < '0' || b[i] > '9' {
 			d.pos = i
-			return "", d.syntaxError("a digit in the exponent")
+			return d.syntaxError("a digit in the exponent")
 		}
 		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 			i++
 		}
 	}
 	d.pos = i
-	return string(b[start:i]), nil
+	return nil
 }
 
 // literal reads true, false or null.
@@ -542,6 +718,153 @@ func (d *decoder) value() (Value, error) {
 	}
 }
 
+// canonicalValue moves past the value at d.pos if its text is already canonical JSON, which is
+// how keys usually arrive: no white space, strings without escapes (and valid UTF-8), object
+// keys in strictly ascending byte order, nesting within maxDepth. Such a text is exactly what
+// value followed by AppendJSON would produce, so it can be copied as it is, without building a
+// tree. isKey reports whether the value is a string or an object with a string member "key"
+// (isKeyValue). When ok is false nothing was consumed: read the value with value, which builds
+// it, canonicalises it or reports its error.
+func (d *decoder) canonicalValue() (isKey, ok bool) {
+	pos, depth := d.pos, d.depth
+	if isKey, ok = d.canonical(true); !ok {
+		d.pos, d.depth = pos, depth
+	}
+	return isKey, ok
+}
+
+func (d *decoder) canonical(top bool) (isKey, ok bool) {
+	b, i := d.data, d.pos
+	if i >= len(b) {
+		return false, false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		end, ok := canonicalString(b, i)
+		d.pos = end
+		return true, ok
+	case c == '{':
+		if d.depth++; d.depth > maxDepth {
+			return false, false
+		}
+		i++
+		if i < len(b) && b[i] == '}' {
+			d.pos, d.depth = i+1, d.depth-1
+			return false, true
+		}
+		var prev []byte
+		for first := true; ; first = false {
+			if i >= len(b) || b[i] != '"' {
+				return false, false
+			}
+			end, ok := canonicalString(b, i)
+			if !ok {
+				return false, false
+			}
+			key := b[i+1 : end-1]
+			if !first && string(prev) >= string(key) {
+				return false, false
+			}
+			prev = key
+			if end >= len(b) || b[end] != ':' {
+				return false, false
+			}
+			d.pos = end + 1
+			str := d.pos < len(b) && b[d.pos] == '"'
+			if _, ok := d.canonical(false); !ok {
+				return false, false
+			}
+			if top && str && string(key) == "key" {
+				isKey = true
+			}
+			if i = d.pos; i >= len(b) {
+				return false, false
+			}
+			switch b[i] {
+			case ',':
+				i++
+			case '}':
+				d.pos, d.depth = i+1, d.depth-1
+				return isKey, true
+			default:
+				return false, false
+			}
+		}
+	case c == '[':
+		if d.depth++; d.depth > maxDepth {
+			return false, false
+		}
+		d.pos = i + 1
+		if d.pos < len(b) && b[d.pos] == ']' {
+			d.pos, d.depth = d.pos+1, d.depth-1
+			return false, true
+		}
+		for {
+			if _, ok := d.canonical(false); !ok {
+				return false, false
+			}
+			if d.pos >= len(b) {
+				return false, false
+			}
+			switch b[d.pos] {
+			case ',':
+				d.pos++
+			case ']':
+				d.pos, d.depth = d.pos+1, d.depth-1
+				return false, true
+			default:
+				return false, false
+			}
+		}
+	case c == '-' || c >= '0' && c <= '9':
+		return false, d.skipNumber() == nil // numbers keep their literal text
+	case c == 't':
+		return false, d.canonicalLiteral("true")
+	case c == 'f':
+		return false, d.canonicalLiteral("false")
+	case c == 'n':
+		return false, d.canonicalLiteral("null")
+	}
+	return false, false
+}
+
+func (d *decoder) canonicalLiteral(word string) bool {
+	if len(d.data)-d.pos < len(word) || string(d.data[d.pos:d.pos+len(word)]) != word {
+		return false
+	}
+	d.pos += len(word)
+	return true
+}
+
+// canonicalString checks that the string at b[i] (its opening quote) is valid and has no escape,
+// and returns the index after its closing quote.
+func canonicalString(b []byte, i int) (end int, ok bool) {
+	start := i + 1
+	ascii := true
+	for i = start; ; i++ {
+		for ; i+8 <= len(b); i += 8 { // nextSpecial, inlined
+			x := load64(b, i)
+			if m := escapeLanes(x) | x&msb; m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+		}
+		for i < len(b) && !needsEscape[b[i]] && b[i] < 0x80 {
+			i++
+		}
+		if i >= len(b) {
+			return i, false
+		}
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1, ascii || utf8.Valid(b[start:i])
+		case c < 0x80: // an escape or a control character
+			return i, false
+		}
+		ascii = false
+	}
+}
+
 // sortMembers sorts members by key and rejects duplicates.
 func sortMembers(members []Member) error {
 	slices.SortFunc(members, func(a, b Member) int { return strings.Compare(a.Key, b.Key) })
@@ -564,14 +887,13 @@ func (d *decoder) skip() error {
 		if d.strict {
 			return d.skipObjectStrict()
 		}
-		return d.object(func(string) error { return d.skip() })
+		return d.skipObject()
 	case KindArray:
 		return d.array(d.skip)
 	case KindString:
 		return d.skipString()
 	case KindNumber:
-		_, err := d.number()
-		return err
+		return d.skipNumber()
 	case KindBool:
 		if d.data[d.pos] == 't' {
 			return d.literal("true")
@@ -682,60 +1004,265 @@ func (d *decoder) memberKey() error {
 // skipString checks a string without building it: escapes and UTF-8 are validated in place,
 // with the same rules and errors as str.
 func (d *decoder) skipString() error {
+	_, err := d.scanString()
+	return err
+}
+
+// scanString checks the string at d.pos (its opening quote) and moves past it, reporting whether
+// it has escapes. Runs of plain bytes are passed over a word at a time.
+func (d *decoder) scanString() (escaped bool, err error) {
+	if d.trusted {
+		return d.scanTrustedString(), nil
+	}
 	b := d.data
 	start := d.pos + 1
 	ascii := true
-	for i := start; i < len(b); {
+	for i := start; ; {
+		// Pass over plain bytes (nextSpecial, inlined: this loop is the hottest of the reader).
+		for ; i+8 <= len(b); i += 8 {
+			x := load64(b, i)
+			if m := escapeLanes(x) | x&msb; m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+		}
+		for i < len(b) && !needsEscape[b[i]] && b[i] < 0x80 {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
 			if !ascii && !utf8.Valid(b[start:i]) {
-				return d.utf8Error(start)
+				return false, d.utf8Error(start)
 			}
 			d.pos = i + 1
-			return nil
+			return escaped, nil
 		case c < 0x20:
 			d.pos = i
-			return d.syntaxError("no raw control character in a string")
+			return false, d.syntaxError("no raw control character in a string")
 		case c != '\\':
-			if c >= 0x80 {
-				ascii = false
-			}
+			ascii = false
 			i++
-		default: // an escape
-			if i+1 >= len(b) {
-				d.pos = len(b)
-				return d.syntaxError("an escape")
+			continue
+		}
+		// an escape
+		escaped = true
+		if i+1 >= len(b) {
+			d.pos = len(b)
+			return false, d.syntaxError("an escape")
+		}
+		switch b[i+1] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			i += 2
+		case 'u':
+			r, ok := hex4(b, i+2)
+			if !ok {
+				d.pos = i
+				return false, d.syntaxError("4 hex digits after \\u")
 			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				r, ok := hex4(b, i+2)
-				if !ok {
-					d.pos = i
-					return d.syntaxError("4 hex digits after \\u")
+			if utf16.IsSurrogate(r) {
+				r2, ok2 := rune(0), false
+				if r < 0xdc00 && i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+					r2, ok2 = hex4(b, i+8)
 				}
-				if utf16.IsSurrogate(r) {
-					r2, ok2 := rune(0), false
-					if r < 0xdc00 && i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
-						r2, ok2 = hex4(b, i+8)
-					}
-					if !ok2 || utf16.DecodeRune(r, r2) == utf8.RuneError {
-						d.pos = i
-						return errorf(CodeNotJSON, "invalid JSON at byte %d: lone surrogate escape", i)
-					}
-					i += 6
+				if !ok2 || utf16.DecodeRune(r, r2) == utf8.RuneError {
+					d.pos = i
+					return false, errorf(CodeNotJSON, "invalid JSON at byte %d: lone surrogate escape", i)
 				}
 				i += 6
-			default:
-				d.pos = i
-				return d.syntaxError("a valid escape")
 			}
+			i += 6
+		default:
+			d.pos = i
+			return false, d.syntaxError("a valid escape")
 		}
 	}
 	d.pos = len(b)
-	return d.syntaxError("'\"'")
+	return false, d.syntaxError("'\"'")
+}
+
+// scanDecodeString is scanString that also writes the string's content, escapes decoded, to dst
+// from w on, and returns the end of what it wrote. dst[w:] must be at least as long as the rest
+// of data from the string on: a decoded string is never longer than its text, so plain bytes are
+// copied a word at a time, words written past the content being overwritten or left beyond the
+// returned end. Checks and errors are those of scanString.
+func (d *decoder) scanDecodeString(dst []byte, w int) (int, error) {
+	b := d.data
+	start := d.pos + 1
+	ascii := true
+	for i := start; ; {
+		for ; i+8 <= len(b); i += 8 {
+			x := load64(b, i)
+			store64(dst, w, x)
+			if m := escapeLanes(x) | x&msb; m != 0 {
+				k := bits.TrailingZeros64(m) >> 3
+				i, w = i+k, w+k
+				break
+			}
+			w += 8
+		}
+		for i < len(b) && !needsEscape[b[i]] && b[i] < 0x80 {
+			dst[w] = b[i]
+			i, w = i+1, w+1
+		}
+		if i >= len(b) {
+			break
+		}
+		c := b[i]
+		switch {
+		case c == '"':
+			if !ascii && !utf8.Valid(b[start:i]) {
+				return 0, d.utf8Error(start)
+			}
+			d.pos = i + 1
+			return w, nil
+		case c < 0x20:
+			d.pos = i
+			return 0, d.syntaxError("no raw control character in a string")
+		case c != '\\':
+			ascii = false
+			dst[w] = c
+			i, w = i+1, w+1
+			continue
+		}
+		// an escape
+		if i+1 >= len(b) {
+			d.pos = len(b)
+			return 0, d.syntaxError("an escape")
+		}
+		switch e := b[i+1]; e {
+		case '"', '\\', '/':
+			dst[w] = e
+		case 'b':
+			dst[w] = '\b'
+		case 'f':
+			dst[w] = '\f'
+		case 'n':
+			dst[w] = '\n'
+		case 'r':
+			dst[w] = '\r'
+		case 't':
+			dst[w] = '\t'
+		case 'u':
+			r, ok := hex4(b, i+2)
+			if !ok {
+				d.pos = i
+				return 0, d.syntaxError("4 hex digits after \\u")
+			}
+			if utf16.IsSurrogate(r) {
+				r2, ok2 := rune(0), false
+				if r < 0xdc00 && i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+					r2, ok2 = hex4(b, i+8)
+				}
+				if r = utf16.DecodeRune(r, r2); !ok2 || r == utf8.RuneError {
+					d.pos = i
+					return 0, errorf(CodeNotJSON, "invalid JSON at byte %d: lone surrogate escape", i)
+				}
+				i += 6
+			}
+			w += utf8.EncodeRune(dst[w:], r)
+			i += 6
+			continue
+		default:
+			d.pos = i
+			return 0, d.syntaxError("a valid escape")
+		}
+		i, w = i+2, w+1
+	}
+	d.pos = len(b)
+	return 0, d.syntaxError("'\"'")
+}
+
+// scanTrustedString moves past the string at d.pos in data known to be valid, reporting whether
+// it has escapes: it only looks for the closing quote.
+func (d *decoder) scanTrustedString() (escaped bool) {
+	b := d.data
+	i := d.pos + 1
+	for {
+		for ; i+8 <= len(b); i += 8 {
+			x := load64(b, i)
+			q := x ^ (lsb * '"')
+			e := x ^ (lsb * '\\')
+			if m := ((q-lsb)&^q | (e-lsb)&^e) & msb; m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+		}
+		for i < len(b) && b[i] != '"' && b[i] != '\\' {
+			i++
+		}
+		if i >= len(b) || b[i] == '"' {
+			d.pos = i + 1
+			return escaped
+		}
+		escaped = true
+		i += 2 // the escaped byte is never the closing quote (nor a backslash that starts an escape)
+	}
+}
+
+// unescapeTrusted decodes the string at b[i] (its opening quote), in data known to be valid,
+// into dst from index w on, and returns the end of what it wrote and the index after the closing
+// quote. dst must be as long as b and w at most i: a decoded string is never longer than its
+// text, so plain bytes can be copied a word at a time, and the words written past the decoded
+// bytes are overwritten or left beyond the returned end.
+func unescapeTrusted(dst, b []byte, i, w int) (n, end int) {
+	i++
+	for {
+		for i+8 <= len(b) {
+			x := load64(b, i)
+			store64(dst, w, x)
+			q := x ^ (lsb * '"')
+			e := x ^ (lsb * '\\')
+			if m := ((q-lsb)&^q | (e-lsb)&^e) & msb; m != 0 {
+				k := bits.TrailingZeros64(m) >> 3
+				i, w = i+k, w+k
+				break
+			}
+			i, w = i+8, w+8
+		}
+		for i < len(b) && b[i] != '"' && b[i] != '\\' {
+			dst[w] = b[i]
+			i, w = i+1, w+1
+		}
+		if i >= len(b) || b[i] == '"' {
+			return w, i + 1
+		}
+		switch e := b[i+1]; e {
+		case 'b':
+			dst[w] = '\b'
+		case 'f':
+			dst[w] = '\f'
+		case 'n':
+			dst[w] = '\n'
+		case 'r':
+			dst[w] = '\r'
+		case 't':
+			dst[w] = '\t'
+		case 'u':
+			r, _ := hex4(b, i+2)
+			if utf16.IsSurrogate(r) { // a low surrogate escape follows
+				r2, _ := hex4(b, i+8)
+				r = utf16.DecodeRune(r, r2)
+				i += 6
+			}
+			w += utf8.EncodeRune(dst[w:], r)
+			i += 6
+			continue
+		default: // '"', '\\', '/'
+			dst[w] = e
+		}
+		i, w = i+2, w+1
+	}
+}
+
+// store64 writes x to the 8 bytes of b at i, little-endian (the compiler makes it one store).
+func store64(b []byte, i int, x uint64) {
+	b = b[i : i+8 : i+8]
+	b[0], b[1], b[2], b[3] = byte(x), byte(x>>8), byte(x>>16), byte(x>>24)
+	b[4], b[5], b[6], b[7] = byte(x>>32), byte(x>>40), byte(x>>48), byte(x>>56)
 }
 
 // isInteger reports whether a number literal has neither fraction nor exponent.

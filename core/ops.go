@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
 	"slices"
@@ -19,7 +20,12 @@ var Operations = []string{
 // vector runner and every export of the WebAssembly module, so all runtimes answer alike.
 // The inputs and outputs of each operation are documented in bindings/ABI.md.
 func Invoke(op string, input []byte) []byte {
-	return envelope(op, len(input), func(buf []byte) ([]byte, error) {
+	hint := len(input)
+	switch op {
+	case "complete_client", "complete_federation", "complete_upstream":
+		hint = 0 // ClaimResponse.AppendJSON grows the buffer once, to an upper bound of its size
+	}
+	return envelope(op, hint, func(buf []byte) ([]byte, error) {
 		switch op {
 		case "parse_claim":
 			return opParseClaim(buf, input)
@@ -49,7 +55,10 @@ func envelope(op string, sizeHint int, fn func(buf []byte) ([]byte, error)) (out
 			out = (&Error{Code: CodeUnknown, Message: fmt.Sprintf("internal error in %s: %v", op, r)}).AppendJSON(nil)
 		}
 	}()
-	buf := make([]byte, 0, 64+sizeHint+sizeHint/2)
+	var buf []byte
+	if sizeHint > 0 {
+		buf = make([]byte, 0, 64+sizeHint+sizeHint/2)
+	}
 	buf = append(buf, `{"result":`...)
 	buf, err := fn(buf)
 	if err != nil {
@@ -65,44 +74,94 @@ func asError(err error) *Error {
 	return &Error{Code: CodeBadJSON, Message: err.Error()}
 }
 
-// fields holds the raw values of a JSON object's members.
-type fields map[string][]byte
+// fields holds the raw values of a JSON object's members, in document order. The objects read
+// this way have a handful of members: a slice searched linearly is cheaper than a map.
+type fields []field
+
+type field struct {
+	name  string
+	raw   []byte
+	start int // the offset of raw in the object's text
+}
+
+// get returns the raw value of the member name.
+func (f fields) get(name string) ([]byte, bool) {
+	for i := range f {
+		if f[i].name == name {
+			return f[i].raw, true
+		}
+	}
+	return nil, false
+}
 
 // readFields reads a JSON object into its members' raw values, rejecting duplicate keys and,
 // when allowed is not empty, keys not in allowed.
-
 func readFields(what string, data []byte, allowed ...string) (fields, error) {
+	return readFieldsFunc(what, data, allowed, nil)
+}
+
+// readFieldsFunc is readFields with read, when not nil, reading each member's value in place of
+// skip: it must consume the value with the same checks and errors.
+func readFieldsFunc(what string, data []byte, allowed []string, read func(d *decoder, name string) error) (fields, error) {
 	d := decoder{data: data}
 	if k, ok := d.kind(); !ok || k != KindObject {
-		if _, err := ParseValue(data); err != nil {
-			return nil, err
-		}
-		return nil, errorf(CodeBadJSON, "%s must be a JSON object", what)
+		return nil, notObject(what, data)
 	}
-	f := fields{}
-	err := d.object(func(key string) error {
-		if len(allowed) > 0 && !slices.Contains(allowed, key) {
-			return errorf(CodeBadJSON, "unknown field %s in %s", quote(key), what)
-		}
-		if _, dup := f[key]; dup {
-			return errorf(CodeBadJSON, "duplicate key %s in %s", quote(key), what)
-		}
-		d.ws()
-		start := d.pos
-		if err := d.skip(); err != nil {
-			return err
-		}
-		f[key] = data[start:d.pos]
-		return nil
-	})
+	f, err := d.fields(what, allowed, read)
 	if err == nil {
 		err = d.end()
 	}
 	return f, err
 }
 
+// notObject is readFields' error for data that is not a JSON object.
+func notObject(what string, data []byte) error {
+	if _, err := ParseValue(data); err != nil {
+		return err
+	}
+	return errorf(CodeBadJSON, "%s must be a JSON object", what)
+}
+
+// fields is readFieldsFunc for the object at d.pos, which d moves past.
+func (d *decoder) fields(what string, allowed []string, read func(d *decoder, name string) error) (fields, error) {
+	f := make(fields, 0, max(len(allowed), 4))
+	err := d.objectRaw(func(key []byte) error {
+		var name string
+		if len(allowed) > 0 {
+			i := slices.IndexFunc(allowed, func(a string) bool { return a == string(key) })
+			if i < 0 {
+				return errorf(CodeBadJSON, "unknown field %s in %s", quote(string(key)), what)
+			}
+			name = allowed[i] // no copy of the key
+		} else {
+			name = string(key)
+		}
+		if _, dup := f.get(name); dup {
+			return errorf(CodeBadJSON, "duplicate key %s in %s", quote(name), what)
+		}
+		d.ws()
+		start := d.pos
+		var err error
+		if read != nil {
+			err = read(d, name)
+		} else {
+			err = d.skip()
+		}
+		if err != nil {
+			return err
+		}
+		f = append(f, field{name, d.data[start:d.pos], start})
+		return nil
+	})
+	return f, err
+}
+
+// The accessors below read a raw value that readFields already checked as JSON. A value of the
+// expected kind is read directly; any other goes through ParseValue, as before, so that its
+// error (a duplicate key inside it, say) comes first.
+
 func (f fields) value(name string) (Value, bool, error) {
-	raw, ok := f[name]
+	raw, ok := f.get(name)
 	if !ok {
 		return Value{}, false, nil
 	}
@@ -114,6 +173,10 @@ func (f fields) value(name string) (Value, bool, error) {
 }
 
 func (f fields) str(name string, required bool) (string, error) {
+	if raw, ok := f.get(name); ok && len(raw) > 0 && raw[0] == '"' {
+		d := decoder{data: raw}
+		return d.str()
+	}
 	v, ok, err := f.value(name)
 	if err != nil {
 		return "", err
@@ -131,8 +194,26 @@ func (f fields) str(name string, required bool) (string, error) {
 }
 
 func (f fields) int(name string, def int64) (int64, error) {
-	v, ok, err := f.value(name)
-	if err != nil || !ok {
+	raw, ok := f.get(name)
+	if !ok {
+		return def, nil
+	}
+	if len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') { // a number
+		if bytes.ContainsAny(raw, ".eE") {
+			return 0, errorf(CodeBadJSON, "%s must be an integer", name)
+		}
+		neg := raw[0] == '-'
+		if neg {
+			raw = raw[1:]
+		}
+		n, _ := parseMillis(string(raw))
+		if neg {
+			n = -n
+		}
+		return n, nil
+	}
+	v, _, err := f.value(name)
+	if err != nil {
 		return def, err
 	}
 	if v.Kind != KindNumber || !isInteger(v.Str) {
@@ -159,12 +240,17 @@ func (f fields) bool(name string) (bool, error) {
 
 // body returns the bytes given as "body" (a string holding the text) or "body_base64".
 func (f fields) body(required bool) ([]byte, bool, error) {
-	_, hasText := f["body"]
-	_, has64 := f["body_base64"]
+	text, hasText := f.get("body")
+	_, has64 := f.get("body_base64")
 	switch {
 	case hasText && has64:
 		return nil, false, errorf(CodeBadJSON, "give body or body_base64, not both")
 	case hasText:
+		if len(text) >= 2 && text[0] == '"' {
+			// Unescape straight into the body: one buffer, no intermediate string.
+			text = text[1 : len(text)-1]
+			return appendUnescaped(make([]byte, 0, len(text)), text), true, nil
+		}
 		s, err := f.str("body", true)
 		return []byte(s), true, err
 	case has64:
@@ -187,7 +273,7 @@ func (f fields) body(required bool) ([]byte, bool, error) {
 var internalLimits = Limits{MaxBodyBytes: 1 << 30, MaxPairs: 1 << 30}
 
 func (f fields) request(name string) (*ClaimRequest, error) {
-	raw, ok := f[name]
+	raw, ok := f.get(name)
 	if !ok {
 		return nil, errorf(CodeBadJSON, "%s is required", name)
 	}
@@ -232,7 +318,7 @@ func opParseClaim(buf, input []byte) ([]byte, error) {
 	if opts.QueryTimeout, err = f.str("query_timeout", false); err != nil {
 		return nil, err
 	}
-	if raw, ok := f["limits"]; ok {
+	if raw, ok := f.get("limits"); ok {
 		lf, err := readFields("limits", raw, "max_body_bytes", "max_pairs", "default_timeout_ms", "max_timeout_ms")
 		if err != nil {
 			return nil, err
@@ -277,7 +363,14 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 	if federation {
 		what, allowed = "complete_federation input", allowed[:4]
 	}
-	f, err := readFields(what, input, allowed...)
+	// The remote answers' bodies are decoded while the input is checked: one pass over them.
+	var bodies decodedBodies
+	f, err := readFieldsFunc(what, input, allowed, func(d *decoder, name string) error {
+		if name == "remote" {
+			return d.skipRemote(&bodies)
+		}
+		return d.skip()
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +397,8 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 		}
 	}
 	resp := newResponse(req, opts.Mode, federation)
-	if raw, ok := f["local"]; ok {
+	resp.alias = true // input and the bodies decoded from it outlive resp, which is encoded below
+	if raw, ok := f.get("local"); ok {
 		d := decoder{data: raw}
 		if k, ok := d.kind(); !ok || k != KindObject {
 			return nil, errorf(CodeBadJSON, "local must be an object of user ID to device ID to key ID to key")
@@ -315,73 +409,230 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 		}
 	}
 	if !federation {
-		remote := map[ServerName]RemoteOutcome{}
-		if raw, ok := f["remote"]; ok {
-			if remote, err = readRemoteOutcomes(raw); err != nil {
-				return nil, err
+		var remote []serverOutcome
+		for i := range f {
+			if f[i].name == "remote" {
+				if remote, err = readRemoteOutcomes(f[i].raw, f[i].start, &bodies); err != nil {
+					return nil, err
+				}
 			}
 		}
 		resp.fillRemotes(opts.ServerName, func(s ServerName) (RemoteOutcome, bool) {
-			o, ok := remote[s]
-			return o, ok
+			for i := range remote {
+				if remote[i].server == s {
+					return remote[i].outcome, true
+				}
+			}
+			return RemoteOutcome{}, false
 		})
 	}
 	return resp.AppendJSON(buf), nil
 }
 
-// readRemoteOutcomes reads {"server": {"status": N, "body": "..."} | {"failure": {...}}}.
-func readRemoteOutcomes(raw []byte) (map[ServerName]RemoteOutcome, error) {
-	top, err := readFields("remote", raw)
+// serverOutcome is the outcome given for one server in the remote input of complete_client.
+type serverOutcome struct {
+	server  ServerName
+	outcome RemoteOutcome
+}
+
+// readRemoteOutcomes reads {"server": {"status": N, "body": "..."} | {"failure": {...}}}, in
+// document order. raw was checked as JSON by readFields, so it is walked once, trusted, rather
+// than cut into raw values and checked again at each level; a body (most of the input, as a
+// rule) is decoded in the same walk. The errors are those of reading the map with readFields and
+// then each outcome in turn: a duplicate server name outranks any error in an outcome.
+func readRemoteOutcomes(raw []byte, rawStart int, decoded *decodedBodies) ([]serverOutcome, error) {
+	d := decoder{data: raw, trusted: true}
+	if k, ok := d.kind(); !ok || k != KindObject {
+		return nil, notObject("remote", raw)
+	}
+	var out []serverOutcome
+	var first error // the first error in an outcome
+	var bodies bodyBuffer
+	err := d.objectRaw(func(key []byte) error {
+		for i := range out {
+			if string(out[i].server) == string(key) {
+				return errorf(CodeBadJSON, "duplicate key %s in %s", quote(string(key)), "remote")
+			}
+		}
+		server := ServerName(key)
+		d.ws()
+		start, depth := d.pos, d.depth
+		var o RemoteOutcome
+		if first == nil {
+			var err error
+			if o, err = readRemoteOutcome(&d, server, &bodies, decoded, rawStart); err != nil {
+				first = err
+				d.pos, d.depth = start, depth
+				_ = d.skip()
+			}
+		} else {
+			_ = d.skip()
+		}
+		out = append(out, serverOutcome{server, o})
+		return nil
+	})
+	if err == nil {
+		err = first
+	}
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[ServerName]RemoteOutcome, len(top))
-	for server, oraw := range top {
-		what := "remote[" + quote(server) + "]"
-		of, err := readFields(what, oraw, "status", "body", "body_base64", "failure")
-		if err != nil {
-			return nil, err
-		}
-		var o RemoteOutcome
-		if fraw, ok := of["failure"]; ok {
-			if len(of) != 1 {
-				return nil, errorf(CodeBadJSON, "%s: give failure alone, or status and body", what)
-			}
-			ff, err := readFields(what+".failure", fraw, "status", "errcode", "message")
-			if err != nil {
-				return nil, err
-			}
-			st, err := ff.int("status", 0)
-			if err != nil {
-				return nil, err
-			}
-			if st < 100 || st > 599 {
-				return nil, errorf(CodeBadJSON, "%s.failure.status must be an HTTP status (100-599)", what)
-			}
-			fl := &Failure{Status: int(st)}
-			if fl.Errcode, err = ff.str("errcode", false); err != nil {
-				return nil, err
-			}
-			if fl.Message, err = ff.str("message", true); err != nil {
-				return nil, err
-			}
-			o.Failure = fl
-		} else {
-			st, err := of.int("status", 0)
-			if err != nil {
-				return nil, err
-			}
-			if st < 100 || st > 599 {
-				return nil, errorf(CodeBadJSON, "%s.status must be an HTTP status (100-599)", what)
-			}
-			o.Status = int(st)
-			if o.Body, _, err = of.body(true); err != nil {
-				return nil, err
-			}
-		}
-		out[ServerName(server)] = o
-	}
 	return out, nil
+}
+
+// bodyBuffer holds the bodies decoded from one raw JSON text: all of them fit in one buffer as
+// long as that text, since a decoded string is never longer than its text and the bodies are
+// decoded in document order.
+type bodyBuffer struct {
+	buf []byte // len(buf) == len of the text, allocated at the first body
+	n   int    // the end of the last body in buf
+}
+
+// decodedBodies are the string bodies of the remote outcomes, decoded by skipRemote while it
+// checks the input, in document order.
+type decodedBodies struct {
+	buf  []byte // from the first body to the end of the text, as long as that: see bodyBuffer
+	base int    // the offset of buf[0] in the text
+	n    int    // the end of the last body in buf
+	list []decodedBody
+	next int // find's cursor
+}
+
+type decodedBody struct {
+	start, end int    // the text of the string: from its opening quote to after its closing quote
+	text       []byte // its content, decoded
+}
+
+// skipRemote is skip for the remote member of complete_client, with the same checks and errors,
+// that also decodes the body strings of the outcomes ({server: {"body": "..."}}) into bodies.
+func (d *decoder) skipRemote(bodies *decodedBodies) error {
+	if k, ok := d.kind(); !ok || k != KindObject {
+		return d.skip()
+	}
+	return d.objectRaw(func([]byte) error {
+		if k, ok := d.kind(); !ok || k != KindObject {
+			return d.skip()
+		}
+		return d.objectRaw(func(key []byte) error {
+			if string(key) != "body" || d.ws() != '"' {
+				return d.skip()
+			}
+			if bodies.buf == nil {
+				bodies.base = d.pos
+				bodies.buf = make([]byte, len(d.data)-d.pos)
+			}
+			start, w := d.pos, bodies.n
+			n, err := d.scanDecodeString(bodies.buf, w)
+			if err != nil {
+				return err
+			}
+			bodies.n = n
+			bodies.list = append(bodies.list, decodedBody{start, d.pos, bodies.buf[w:n:n]})
+			return nil
+		})
+	})
+}
+
+// find returns the decoded body whose text starts at start, and where that text ends.
+func (b *decodedBodies) find(start int) ([]byte, int, bool) {
+	for b.next < len(b.list) && b.list[b.next].start < start {
+		b.next++
+	}
+	if b.next < len(b.list) && b.list[b.next].start == start {
+		e := &b.list[b.next]
+		return e.text, e.end, true
+	}
+	return nil, 0, false
+}
+
+var outcomeFields = []string{"status", "body", "body_base64", "failure"}
+
+// readRemoteOutcome reads the outcome of server at d.pos: readFields of the object with the
+// members of outcomeFields, then the outcome from them. A string body is decoded as it is
+// passed, into bodies.
+func readRemoteOutcome(d *decoder, server ServerName, bodies *bodyBuffer, decoded *decodedBodies, rawStart int) (RemoteOutcome, error) {
+	what := func() string { return "remote[" + quote(string(server)) + "]" }
+	var o RemoteOutcome
+	if k, _ := d.kind(); k != KindObject {
+		start := d.pos
+		_ = d.skip()
+		return o, notObject(what(), d.data[start:d.pos])
+	}
+	var buf [4]field
+	of := fields(buf[:0])
+	var text []byte // the decoded body, when it is a string
+	err := d.objectRaw(func(key []byte) error {
+		i := slices.IndexFunc(outcomeFields, func(a string) bool { return a == string(key) })
+		if i < 0 {
+			return errorf(CodeBadJSON, "unknown field %s in %s", quote(string(key)), what())
+		}
+		name := outcomeFields[i]
+		if _, dup := of.get(name); dup {
+			return errorf(CodeBadJSON, "duplicate key %s in %s", quote(name), what())
+		}
+		d.ws()
+		start := d.pos
+		if name == "body" && d.data[start] == '"' {
+			if t, end, ok := decoded.find(rawStart + start); ok {
+				text, d.pos = t, end-rawStart
+			} else {
+				if bodies.buf == nil {
+				bodies.buf = make([]byte, len(d.data))
+			}
+				n, end := unescapeTrusted(bodies.buf, d.data, start, bodies.n)
+				text = bodies.buf[bodies.n:n:n]
+				bodies.n, d.pos = n, end
+			}
+		} else {
+			_ = d.skip()
+		}
+		of = append(of, field{name, d.data[start:d.pos], start})
+		return nil
+	})
+	if err != nil {
+		return o, err
+	}
+	if fraw, ok := of.get("failure"); ok {
+		if len(of) != 1 {
+			return o, errorf(CodeBadJSON, "%s: give failure alone, or status and body", what())
+		}
+		ff, err := readFields(what()+".failure", fraw, "status", "errcode", "message")
+		if err != nil {
+			return o, err
+		}
+		st, err := ff.int("status", 0)
+		if err != nil {
+			return o, err
+		}
+		if st < 100 || st > 599 {
+			return o, errorf(CodeBadJSON, "%s.failure.status must be an HTTP status (100-599)", what())
+		}
+		fl := &Failure{Status: int(st)}
+		if fl.Errcode, err = ff.str("errcode", false); err != nil {
+			return o, err
+		}
+		if fl.Message, err = ff.str("message", true); err != nil {
+			return o, err
+		}
+		o.Failure = fl
+		return o, nil
+	}
+	st, err := of.int("status", 0)
+	if err != nil {
+		return o, err
+	}
+	if st < 100 || st > 599 {
+		return o, errorf(CodeBadJSON, "%s.status must be an HTTP status (100-599)", what())
+	}
+	o.Status = int(st)
+	if _, has64 := of.get("body_base64"); text != nil && !has64 {
+		o.Body = text // what of.body would decode again
+		return o, nil
+	}
+	if o.Body, _, err = of.body(true); err != nil {
+		return o, err
+	}
+	return o, nil
 }
 
 func opClassify(buf, input []byte) ([]byte, error) {

@@ -14,12 +14,12 @@ func opSelectKeys(buf, input []byte) ([]byte, error) {
 		return nil, err
 	}
 	inv := Inventory{}
-	if raw, ok := f["inventory"]; ok {
+	if raw, ok := f.get("inventory"); ok {
 		if inv, err = readInventory(raw); err != nil {
 			return nil, err
 		}
 	}
-	raw, ok := f["requests"]
+	raw, ok := f.get("requests")
 	if !ok {
 		return nil, errorf(CodeBadJSON, "requests is required")
 	}
@@ -107,7 +107,8 @@ func readInventory(raw []byte) (Inventory, error) {
 		return nil, err
 	}
 	inv := Inventory{}
-	for user, uraw := range users {
+	for _, u := range users {
+		user, uraw := u.name, u.raw
 		uid, err := ParseUserID(user)
 		if err != nil {
 			return nil, &Error{Code: CodeInvalidParam, Message: "inventory: " + err.Error()}
@@ -117,7 +118,8 @@ func readInventory(raw []byte) (Inventory, error) {
 			return nil, err
 		}
 		inv[uid] = map[DeviceID]*DeviceInventory{}
-		for dev, draw := range devs {
+		for _, dv := range devs {
+			dev, draw := dv.name, dv.raw
 			what := "inventory[" + quote(user) + "][" + quote(dev) + "]"
 			df, err := readFields(what, draw, "one_time_keys", "fallback_keys")
 			if err != nil {
@@ -366,11 +368,12 @@ func opTrackerRun(buf, input []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := NewTrackerJSON(f["config"])
+	config, _ := f.get("config")
+	t, err := NewTrackerJSON(config)
 	if err != nil {
 		return nil, err
 	}
-	raw, ok := f["steps"]
+	raw, ok := f.get("steps")
 	if !ok {
 		return nil, errorf(CodeBadJSON, "steps is required")
 	}
@@ -394,7 +397,7 @@ func opTrackerRun(buf, input []byte) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		in, ok := sf["input"]
+		in, ok := sf.get("input")
 		if !ok {
 			return errorf(CodeBadJSON, "steps[%d].input is required", n)
 		}

@@ -187,7 +187,8 @@ func (p *requestParser) parse() (*ClaimRequest, error) {
 		return nil, errorf(CodeBadJSON, "the request body must be a JSON object")
 	}
 	req := &ClaimRequest{Federation: p.opts.Flavour == FlavourFederation}
-	var seen []string
+	var seenBuf [4]string
+	seen := seenBuf[:0]
 	haveKeys := false
 	bodyTimeout := int64(-1)
 	err := d.object(func(key string) error {
@@ -240,6 +241,11 @@ func (p *requestParser) users() ([]UserClaim, error) {
 		return nil, errorf(CodeBadJSON, "one_time_keys must be an object of user ID to an object of device ID to algorithm")
 	}
 	var users []UserClaim
+	// The devices of every user are appended to one backing array, and each user's are cut from
+	// it once all are read: a few allocations per request rather than a few per user.
+	var all []DeviceClaim
+	var endsBuf [16]int
+	ends := endsBuf[:0] // ends[i]: the end in all of users[i]'s devices
 	err := d.object(func(key string) error {
 		uid, err := ParseUserID(key)
 		if err != nil {
@@ -248,51 +254,65 @@ func (p *requestParser) users() ([]UserClaim, error) {
 		if p.opts.Flavour == FlavourFederation && uid.Server() != p.opts.ServerName {
 			return errorf(CodeInvalidParam, "user %s is not local to this server (%s)", quote(key), quote(string(p.opts.ServerName)))
 		}
-		path := "one_time_keys[" + quote(key) + "]"
 		if k, ok := d.kind(); !ok {
 			return d.syntaxError("a JSON value")
 		} else if k != KindObject {
-			return errorf(CodeBadJSON, "%s must be an object of device ID to algorithm", path)
+			return errorf(CodeBadJSON, "%s must be an object of device ID to algorithm", userPath(key))
 		}
-		var devices []DeviceClaim
+		first := len(all)
 		err = d.object(func(dev string) error {
 			if dev == "" {
-				return errorf(CodeInvalidParam, "%s has an empty device ID", path)
+				return errorf(CodeInvalidParam, "%s has an empty device ID", userPath(key))
 			}
 			if k, ok := d.kind(); !ok {
 				return d.syntaxError("a JSON value")
 			} else if k != KindString {
-				return errorf(CodeBadJSON, "%s[%s] must be a string (an algorithm)", path, quote(dev))
+				return errorf(CodeBadJSON, "%s[%s] must be a string (an algorithm)", userPath(key), quote(dev))
 			}
 			alg, err := d.str()
 			if err != nil {
 				return err
 			}
 			if alg == "" {
-				return errorf(CodeInvalidParam, "%s[%s] is an empty algorithm", path, quote(dev))
+				return errorf(CodeInvalidParam, "%s[%s] is an empty algorithm", userPath(key), quote(dev))
 			}
 			if p.pairs++; p.pairs > p.lim.MaxPairs {
 				return errorf(CodeInvalidParam, "the request names more than %d (user, device) pairs", p.lim.MaxPairs)
 			}
-			devices = append(devices, DeviceClaim{DeviceID(dev), Algorithm(alg)})
+			all = append(all, DeviceClaim{DeviceID(dev), Algorithm(alg)})
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		slices.SortFunc(devices, func(a, b DeviceClaim) int { return strings.Compare(string(a.Device), string(b.Device)) })
+		devices := all[first:]
+		if !devicesSorted(devices) { // clients usually send them sorted: check before sorting
+			slices.SortFunc(devices, func(a, b DeviceClaim) int { return strings.Compare(string(a.Device), string(b.Device)) })
+		}
 		for i := 1; i < len(devices); i++ {
 			if devices[i].Device == devices[i-1].Device {
-				return errorf(CodeBadJSON, "duplicate key %s in %s", quote(string(devices[i].Device)), path)
+				return errorf(CodeBadJSON, "duplicate key %s in %s", quote(string(devices[i].Device)), userPath(key))
 			}
 		}
-		users = append(users, UserClaim{uid, devices})
+		users = append(users, UserClaim{User: uid})
+		ends = append(ends, len(all))
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(users, func(a, b UserClaim) int { return strings.Compare(string(a.User), string(b.User)) })
+	for i := range users {
+		first := 0
+		if i > 0 {
+			first = ends[i-1]
+		}
+		if first < ends[i] { // a user with an empty device map keeps nil devices
+			users[i].Devices = all[first:ends[i]:ends[i]]
+		}
+	}
+	if !usersSorted(users) {
+		slices.SortFunc(users, func(a, b UserClaim) int { return strings.Compare(string(a.User), string(b.User)) })
+	}
 	for i := 1; i < len(users); i++ {
 		if users[i].User == users[i-1].User {
 			return nil, errorf(CodeBadJSON, "duplicate key %s in one_time_keys", quote(string(users[i].User)))
@@ -303,6 +323,29 @@ func (p *requestParser) users() ([]UserClaim, error) {
 	}
 	return users, nil
 }
+
+// devicesSorted reports whether devices are in non-decreasing order of device ID.
+func devicesSorted(devices []DeviceClaim) bool {
+	for i := 1; i < len(devices); i++ {
+		if devices[i].Device < devices[i-1].Device {
+			return false
+		}
+	}
+	return true
+}
+
+// usersSorted reports whether users are in non-decreasing order of user ID.
+func usersSorted(users []UserClaim) bool {
+	for i := 1; i < len(users); i++ {
+		if users[i].User < users[i-1].User {
+			return false
+		}
+	}
+	return true
+}
+
+// userPath names a user's device map in error messages.
+func userPath(key string) string { return "one_time_keys[" + quote(key) + "]" }
 
 // timeout reads the body's timeout: a non-negative integer, or null for none. It returns -1 for none.
 func (p *requestParser) timeout() (int64, error) {
