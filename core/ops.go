@@ -577,8 +577,8 @@ func readRemoteOutcome(d *decoder, server ServerName, bodies *bodyBuffer, decode
 				text, d.pos = t, end-rawStart
 			} else {
 				if bodies.buf == nil {
-				bodies.buf = make([]byte, len(d.data))
-			}
+					bodies.buf = make([]byte, len(d.data))
+				}
 				n, end := unescapeTrusted(bodies.buf, d.data, start, bodies.n)
 				text = bodies.buf[bodies.n:n:n]
 				bodies.n, d.pos = n, end
