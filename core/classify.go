@@ -35,61 +35,11 @@ type Classification struct {
 func ClassifyClaim(req *ClaimRequest, body []byte) (*Classification, error) {
 	resp := newResponse(req, ModeMSC4072, false)
 	failed := map[ServerName]bool{}
-	d := decoder{data: body}
-	err := func() error {
-		if k, ok := d.kind(); !ok {
-			return d.syntaxError("a JSON value")
-		} else if k != KindObject {
-			if err := d.skip(); err != nil {
-				return err
-			}
-			if err := d.end(); err != nil {
-				return err
-			}
-			return errorf(CodeBadJSON, "the claim response must be a JSON object")
-		}
-		var seen []string
-		err := d.object(func(key string) error {
-			if key != "one_time_keys" && key != "failures" {
-				return d.skip()
-			}
-			for _, s := range seen {
-				if s == key {
-					return errorf(CodeBadJSON, "duplicate key %s", quote(key))
-				}
-			}
-			seen = append(seen, key)
-			k, ok := d.kind()
-			switch {
-			case !ok:
-				return d.syntaxError("a JSON value")
-			case k == KindNull:
-				return d.literal("null")
-			case k != KindObject:
-				return errorf(CodeBadJSON, "%s must be an object", key)
-			case key == "failures":
-				return d.object(func(server string) error {
-					if failed[ServerName(server)] {
-						return errorf(CodeBadJSON, "duplicate key %s in failures", quote(server))
-					}
-					failed[ServerName(server)] = true
-					return d.skip()
-				})
-			default:
-				return resp.readKeys(&d, func(UserID) bool { return true })
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return d.end()
-	}()
+	err := resp.readClientAnswer(body, "the claim response", func(d *decoder, server string) error {
+		failed[ServerName(server)] = true
+		return d.skip()
+	})
 	if err != nil {
-		if e, ok := err.(*Error); ok && e.Code != CodeNotJSON {
-			if serr := checkSyntax(body); serr != nil {
-				return nil, serr
-			}
-		}
 		return nil, err
 	}
 	c := &Classification{Devices: make([]DeviceOutcome, 0, req.Pairs())}

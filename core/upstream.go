@@ -1,5 +1,7 @@
 package core
 
+import "slices"
+
 // CompleteUpstream completes a homeserver's answer to a client claim request, for proxy mode:
 // keyclaim in front of an existing homeserver gives its clients MSC4072's complete answers with
 // no change to the homeserver. body is the upstream's 2xx answer.
@@ -17,9 +19,39 @@ package core
 func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*ClaimResponse, error) {
 	resp := newResponse(req, opts.Mode, false)
 	var failed []ServerFailure
+	err := resp.readClientAnswer(body, "the upstream answer", func(d *decoder, server string) error {
+		v, err := d.value()
+		if err != nil {
+			return err
+		}
+		if ServerName(server) != opts.ServerName && resp.asksServer(ServerName(server)) {
+			failed = append(failed, ServerFailure{ServerName(server), upstreamFailure(&v)})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortFailures(failed)
+	for _, f := range failed {
+		resp.fail(f.Server, f.Failure)
+	}
+	return resp, nil
+}
+
+// readClientAnswer reads the body of a client claim answer into r: its one_time_keys as a
+// remote answer is read (only requested users and devices, see readKeys), and each entry of its
+// failures through failure, called with the decoder at the entry's value (which it must
+// consume). A missing or null one_time_keys or failures is read as empty; duplicate keys at the
+// top, in failures or in the parts of one_time_keys that are read are M_BAD_JSON, as is a body
+// that is not an object (what names it in the message) or maps of the wrong type. A body that
+// is not JSON is M_NOT_JSON wherever the problem lies, as for requests.
+func (r *ClaimResponse) readClientAnswer(body []byte, what string, failure func(d *decoder, server string) error) error {
 	d := decoder{data: body}
 	d.shareStrings()
-	resp.arena = make([]byte, 0, len(body))
+	if r.arena == nil {
+		r.arena = make([]byte, 0, len(body))
+	}
 	err := func() error {
 		if k, ok := d.kind(); !ok {
 			return d.syntaxError("a JSON value")
@@ -30,17 +62,15 @@ func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*Cl
 			if err := d.end(); err != nil {
 				return err
 			}
-			return errorf(CodeBadJSON, "the upstream answer is not a JSON object")
+			return errorf(CodeBadJSON, "%s is not a JSON object", what)
 		}
 		var seen []string
 		err := d.object(func(key string) error {
 			if key != "one_time_keys" && key != "failures" {
 				return d.skip()
 			}
-			for _, s := range seen {
-				if s == key {
-					return errorf(CodeBadJSON, "duplicate key %s", quote(key))
-				}
+			if slices.Contains(seen, key) {
+				return errorf(CodeBadJSON, "duplicate key %s", quote(key))
 			}
 			seen = append(seen, key)
 			k, ok := d.kind()
@@ -52,24 +82,16 @@ func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*Cl
 			case k != KindObject:
 				return errorf(CodeBadJSON, "%s must be an object", key)
 			case key == "failures":
+				servers := map[string]bool{}
 				return d.object(func(server string) error {
-					for _, f := range failed {
-						if string(f.Server) == server {
-							return errorf(CodeBadJSON, "duplicate key %s in failures", quote(server))
-						}
+					if servers[server] {
+						return errorf(CodeBadJSON, "duplicate key %s in failures", quote(server))
 					}
-					v, err := d.value()
-					if err != nil {
-						return err
-					}
-					if ServerName(server) == opts.ServerName || !resp.asksServer(ServerName(server)) {
-						return nil
-					}
-					failed = append(failed, ServerFailure{ServerName(server), upstreamFailure(&v)})
-					return nil
+					servers[server] = true
+					return failure(&d, server)
 				})
 			default:
-				return resp.readKeys(&d, func(UserID) bool { return true })
+				return r.readKeys(&d, func(UserID) bool { return true })
 			}
 		})
 		if err != nil {
@@ -80,16 +102,12 @@ func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*Cl
 	if err != nil {
 		if e, ok := err.(*Error); ok && e.Code != CodeNotJSON {
 			if serr := checkSyntax(body); serr != nil {
-				return nil, serr
+				return serr
 			}
 		}
-		return nil, err
+		return err
 	}
-	sortFailures(failed)
-	for _, f := range failed {
-		resp.fail(f.Server, f.Failure)
-	}
-	return resp, nil
+	return nil
 }
 
 // asksServer reports whether a user of server is in the request.
