@@ -202,7 +202,8 @@ func (r *ClaimResponse) fillLocal(local LocalResults, server ServerName) {
 
 // fillRemotes judges the outcome of every remote server named in the request.
 func (r *ClaimResponse) fillRemotes(own ServerName, outcome func(ServerName) (RemoteOutcome, bool)) {
-	var servers []ServerName
+	var buf [4]ServerName
+	servers := buf[:0]
 	for i := range r.Users {
 		u := &r.Users[i]
 		if s := u.User.Server(); s != own && len(u.Devices) > 0 && !slices.Contains(servers, s) {

@@ -330,9 +330,19 @@ func (d *decoder) object(member func(key string) error) error {
 		if d.ws() != '"' {
 			return d.syntaxError("a string key")
 		}
-		key, err := d.str()
-		if err != nil {
-			return err
+		var key string
+		if i := nextSpecial(d.data, d.pos+1); i < len(d.data) && d.data[i] == '"' { // plain, the rule
+			if d.src != "" {
+				key = d.src[d.pos+1 : i]
+			} else {
+				key = string(d.data[d.pos+1 : i])
+			}
+			d.pos = i + 1
+		} else {
+			var err error
+			if key, err = d.str(); err != nil {
+				return err
+			}
 		}
 		if d.ws() != ':' {
 			return d.syntaxError("':'")
@@ -456,15 +466,6 @@ func (d *decoder) skipObject() error {
 			return d.syntaxError("',' or '}'")
 		}
 	}
-}
-
-// keep returns key, read by objectRaw at offset off, as a string: a substring of src when the
-// decoder shares strings and the key has no escape, else a copy.
-func (d *decoder) keep(key []byte, off int) string {
-	if off >= 0 && d.src != "" {
-		return d.src[off : off+len(key)]
-	}
-	return string(key)
 }
 
 // array reads an array, calling item with the decoder placed at each item.
@@ -726,114 +727,108 @@ func (d *decoder) value() (Value, error) {
 // (isKeyValue). When ok is false nothing was consumed: read the value with value, which builds
 // it, canonicalises it or reports its error.
 func (d *decoder) canonicalValue() (isKey, ok bool) {
-	pos, depth := d.pos, d.depth
-	if isKey, ok = d.canonical(true); !ok {
-		d.pos, d.depth = pos, depth
+	end, isKey, ok := canonicalText(d.data, d.pos, d.depth, true)
+	if ok {
+		d.pos = end
 	}
 	return isKey, ok
 }
 
-func (d *decoder) canonical(top bool) (isKey, ok bool) {
-	b, i := d.data, d.pos
+// canonicalText is canonicalValue for the value at b[i], inside depth containers: a function of
+// its arguments rather than a method, so that its state stays in registers (which matters inside
+// WebAssembly). It returns the end of the value.
+func canonicalText(b []byte, i, depth int, top bool) (end int, isKey, ok bool) {
 	if i >= len(b) {
-		return false, false
+		return i, false, false
 	}
 	switch c := b[i]; {
 	case c == '"':
 		end, ok := canonicalString(b, i)
-		d.pos = end
-		return true, ok
+		return end, true, ok
 	case c == '{':
-		if d.depth++; d.depth > maxDepth {
-			return false, false
+		if depth++; depth > maxDepth {
+			return i, false, false
 		}
 		i++
 		if i < len(b) && b[i] == '}' {
-			d.pos, d.depth = i+1, d.depth-1
-			return false, true
+			return i + 1, false, true
 		}
 		var prev []byte
 		for first := true; ; first = false {
 			if i >= len(b) || b[i] != '"' {
-				return false, false
+				return i, false, false
 			}
 			end, ok := canonicalString(b, i)
 			if !ok {
-				return false, false
+				return i, false, false
 			}
 			key := b[i+1 : end-1]
 			if !first && string(prev) >= string(key) {
-				return false, false
+				return i, false, false
 			}
 			prev = key
 			if end >= len(b) || b[end] != ':' {
-				return false, false
+				return i, false, false
 			}
-			d.pos = end + 1
-			str := d.pos < len(b) && b[d.pos] == '"'
-			if _, ok := d.canonical(false); !ok {
-				return false, false
+			i = end + 1
+			str := i < len(b) && b[i] == '"'
+			if i, _, ok = canonicalText(b, i, depth, false); !ok {
+				return i, false, false
 			}
 			if top && str && string(key) == "key" {
 				isKey = true
 			}
-			if i = d.pos; i >= len(b) {
-				return false, false
+			if i >= len(b) {
+				return i, false, false
 			}
 			switch b[i] {
 			case ',':
 				i++
 			case '}':
-				d.pos, d.depth = i+1, d.depth-1
-				return isKey, true
+				return i + 1, isKey, true
 			default:
-				return false, false
+				return i, false, false
 			}
 		}
 	case c == '[':
-		if d.depth++; d.depth > maxDepth {
-			return false, false
+		if depth++; depth > maxDepth {
+			return i, false, false
 		}
-		d.pos = i + 1
-		if d.pos < len(b) && b[d.pos] == ']' {
-			d.pos, d.depth = d.pos+1, d.depth-1
-			return false, true
+		i++
+		if i < len(b) && b[i] == ']' {
+			return i + 1, false, true
 		}
 		for {
-			if _, ok := d.canonical(false); !ok {
-				return false, false
+			if i, _, ok = canonicalText(b, i, depth, false); !ok || i >= len(b) {
+				return i, false, false
 			}
-			if d.pos >= len(b) {
-				return false, false
-			}
-			switch b[d.pos] {
+			switch b[i] {
 			case ',':
-				d.pos++
+				i++
 			case ']':
-				d.pos, d.depth = d.pos+1, d.depth-1
-				return false, true
+				return i + 1, false, true
 			default:
-				return false, false
+				return i, false, false
 			}
 		}
 	case c == '-' || c >= '0' && c <= '9':
-		return false, d.skipNumber() == nil // numbers keep their literal text
+		d := decoder{data: b, pos: i} // numbers keep their literal text
+		if d.skipNumber() != nil {
+			return i, false, false
+		}
+		return d.pos, false, true
 	case c == 't':
-		return false, d.canonicalLiteral("true")
+		return i + 4, false, literalAt(b, i, "true")
 	case c == 'f':
-		return false, d.canonicalLiteral("false")
+		return i + 5, false, literalAt(b, i, "false")
 	case c == 'n':
-		return false, d.canonicalLiteral("null")
+		return i + 4, false, literalAt(b, i, "null")
 	}
-	return false, false
+	return i, false, false
 }
 
-func (d *decoder) canonicalLiteral(word string) bool {
-	if len(d.data)-d.pos < len(word) || string(d.data[d.pos:d.pos+len(word)]) != word {
-		return false
-	}
-	d.pos += len(word)
-	return true
+func literalAt(b []byte, i int, word string) bool {
+	return len(b)-i >= len(word) && string(b[i:i+len(word)]) == word
 }
 
 // canonicalString checks that the string at b[i] (its opening quote) is valid and has no escape,
@@ -1200,61 +1195,6 @@ func (d *decoder) scanTrustedString() (escaped bool) {
 		}
 		escaped = true
 		i += 2 // the escaped byte is never the closing quote (nor a backslash that starts an escape)
-	}
-}
-
-// unescapeTrusted decodes the string at b[i] (its opening quote), in data known to be valid,
-// into dst from index w on, and returns the end of what it wrote and the index after the closing
-// quote. dst must be as long as b and w at most i: a decoded string is never longer than its
-// text, so plain bytes can be copied a word at a time, and the words written past the decoded
-// bytes are overwritten or left beyond the returned end.
-func unescapeTrusted(dst, b []byte, i, w int) (n, end int) {
-	i++
-	for {
-		for i+8 <= len(b) {
-			x := load64(b, i)
-			store64(dst, w, x)
-			q := x ^ (lsb * '"')
-			e := x ^ (lsb * '\\')
-			if m := ((q-lsb)&^q | (e-lsb)&^e) & msb; m != 0 {
-				k := bits.TrailingZeros64(m) >> 3
-				i, w = i+k, w+k
-				break
-			}
-			i, w = i+8, w+8
-		}
-		for i < len(b) && b[i] != '"' && b[i] != '\\' {
-			dst[w] = b[i]
-			i, w = i+1, w+1
-		}
-		if i >= len(b) || b[i] == '"' {
-			return w, i + 1
-		}
-		switch e := b[i+1]; e {
-		case 'b':
-			dst[w] = '\b'
-		case 'f':
-			dst[w] = '\f'
-		case 'n':
-			dst[w] = '\n'
-		case 'r':
-			dst[w] = '\r'
-		case 't':
-			dst[w] = '\t'
-		case 'u':
-			r, _ := hex4(b, i+2)
-			if utf16.IsSurrogate(r) { // a low surrogate escape follows
-				r2, _ := hex4(b, i+8)
-				r = utf16.DecodeRune(r, r2)
-				i += 6
-			}
-			w += utf8.EncodeRune(dst[w:], r)
-			i += 6
-			continue
-		default: // '"', '\\', '/'
-			dst[w] = e
-		}
-		i, w = i+2, w+1
 	}
 }
 

@@ -81,7 +81,18 @@ type fields []field
 type field struct {
 	name  string
 	raw   []byte
-	start int // the offset of raw in the object's text
+	start int    // the offset of raw in the object's text
+	text  []byte // a string "body", decoded while it was checked
+}
+
+// decoded returns the member name as decoded while it was read, if it was.
+func (f fields) decoded(name string) []byte {
+	for i := range f {
+		if f[i].name == name {
+			return f[i].text
+		}
+	}
+	return nil
 }
 
 // get returns the raw value of the member name.
@@ -97,17 +108,17 @@ func (f fields) get(name string) ([]byte, bool) {
 // readFields reads a JSON object into its members' raw values, rejecting duplicate keys and,
 // when allowed is not empty, keys not in allowed.
 func readFields(what string, data []byte, allowed ...string) (fields, error) {
-	return readFieldsFunc(what, data, allowed, nil)
+	return readFieldsBodies(what, data, allowed, nil)
 }
 
-// readFieldsFunc is readFields with read, when not nil, reading each member's value in place of
-// skip: it must consume the value with the same checks and errors.
-func readFieldsFunc(what string, data []byte, allowed []string, read func(d *decoder, name string) error) (fields, error) {
+// readFieldsBodies is readFields that, when bodies is not nil, reads the member "remote" of
+// complete_client with skipRemote (same checks and errors as skip), decoding the remote bodies.
+func readFieldsBodies(what string, data []byte, allowed []string, bodies *decodedBodies) (fields, error) {
 	d := decoder{data: data}
 	if k, ok := d.kind(); !ok || k != KindObject {
 		return nil, notObject(what, data)
 	}
-	f, err := d.fields(what, allowed, read)
+	f, err := d.fields(what, allowed, bodies)
 	if err == nil {
 		err = d.end()
 	}
@@ -122,8 +133,8 @@ func notObject(what string, data []byte) error {
 	return errorf(CodeBadJSON, "%s must be a JSON object", what)
 }
 
-// fields is readFieldsFunc for the object at d.pos, which d moves past.
-func (d *decoder) fields(what string, allowed []string, read func(d *decoder, name string) error) (fields, error) {
+// fields is readFieldsBodies for the object at d.pos, which d moves past.
+func (d *decoder) fields(what string, allowed []string, bodies *decodedBodies) (fields, error) {
 	f := make(fields, 0, max(len(allowed), 4))
 	err := d.objectRaw(func(key []byte) error {
 		var name string
@@ -142,15 +153,24 @@ func (d *decoder) fields(what string, allowed []string, read func(d *decoder, na
 		d.ws()
 		start := d.pos
 		var err error
-		if read != nil {
-			err = read(d, name)
-		} else {
+		var text []byte
+		switch {
+		case bodies != nil && name == "remote":
+			err = d.skipRemote(bodies)
+		case name == "body" && d.ws() == '"':
+			// Decode the body while checking it: one pass over what is often most of the input.
+			buf := make([]byte, len(d.data)-start)
+			var n int
+			if n, err = d.scanDecodeString(buf, 0); err == nil {
+				text = buf[:n:n]
+			}
+		default:
 			err = d.skip()
 		}
 		if err != nil {
 			return err
 		}
-		f = append(f, field{name, d.data[start:d.pos], start})
+		f = append(f, field{name, d.data[start:d.pos], start, text})
 		return nil
 	})
 	return f, err
@@ -246,6 +266,9 @@ func (f fields) body(required bool) ([]byte, bool, error) {
 	case hasText && has64:
 		return nil, false, errorf(CodeBadJSON, "give body or body_base64, not both")
 	case hasText:
+		if t := f.decoded("body"); t != nil {
+			return t, true, nil
+		}
 		if len(text) >= 2 && text[0] == '"' {
 			// Unescape straight into the body: one buffer, no intermediate string.
 			text = text[1 : len(text)-1]
@@ -365,12 +388,7 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 	}
 	// The remote answers' bodies are decoded while the input is checked: one pass over them.
 	var bodies decodedBodies
-	f, err := readFieldsFunc(what, input, allowed, func(d *decoder, name string) error {
-		if name == "remote" {
-			return d.skipRemote(&bodies)
-		}
-		return d.skip()
-	})
+	f, err := readFieldsBodies(what, input, allowed, &bodies)
 	if err != nil {
 		return nil, err
 	}
@@ -436,10 +454,11 @@ type serverOutcome struct {
 }
 
 // readRemoteOutcomes reads {"server": {"status": N, "body": "..."} | {"failure": {...}}}, in
-// document order. raw was checked as JSON by readFields, so it is walked once, trusted, rather
-// than cut into raw values and checked again at each level; a body (most of the input, as a
-// rule) is decoded in the same walk. The errors are those of reading the map with readFields and
-// then each outcome in turn: a duplicate server name outranks any error in an outcome.
+// document order. raw, which starts at rawStart in the input, was checked as JSON by
+// readFieldsBodies, so it is walked once, trusted, rather than cut into raw values and checked
+// again at each level; its string bodies (most of the input, as a rule) were decoded during that
+// check, into decoded. The errors are those of reading the map with readFields and then each
+// outcome in turn: a duplicate server name outranks any error in an outcome.
 func readRemoteOutcomes(raw []byte, rawStart int, decoded *decodedBodies) ([]serverOutcome, error) {
 	d := decoder{data: raw, trusted: true}
 	if k, ok := d.kind(); !ok || k != KindObject {
@@ -447,7 +466,6 @@ func readRemoteOutcomes(raw []byte, rawStart int, decoded *decodedBodies) ([]ser
 	}
 	var out []serverOutcome
 	var first error // the first error in an outcome
-	var bodies bodyBuffer
 	err := d.objectRaw(func(key []byte) error {
 		for i := range out {
 			if string(out[i].server) == string(key) {
@@ -460,7 +478,7 @@ func readRemoteOutcomes(raw []byte, rawStart int, decoded *decodedBodies) ([]ser
 		var o RemoteOutcome
 		if first == nil {
 			var err error
-			if o, err = readRemoteOutcome(&d, server, &bodies, decoded, rawStart); err != nil {
+			if o, err = readRemoteOutcome(&d, server, decoded, rawStart); err != nil {
 				first = err
 				d.pos, d.depth = start, depth
 				_ = d.skip()
@@ -480,22 +498,24 @@ func readRemoteOutcomes(raw []byte, rawStart int, decoded *decodedBodies) ([]ser
 	return out, nil
 }
 
-// bodyBuffer holds the bodies decoded from one raw JSON text: all of them fit in one buffer as
-// long as that text, since a decoded string is never longer than its text and the bodies are
-// decoded in document order.
-type bodyBuffer struct {
-	buf []byte // len(buf) == len of the text, allocated at the first body
-	n   int    // the end of the last body in buf
+// decodedBodies are the string bodies of the remote outcomes, decoded by skipRemote while it
+// checks the input, in document order. They all fit in one buffer as long as the text from the
+// first body on, since a decoded string is never longer than its text.
+type decodedBodies struct {
+	buf   []byte        // from the first body to the end of the text, as long as that
+	n     int           // the end of the last body in buf
+	first decodedBody   // the first body: one, the rule, costs no allocation for a list
+	more  []decodedBody // the others
+	count int
+	next  int // find's cursor
 }
 
-// decodedBodies are the string bodies of the remote outcomes, decoded by skipRemote while it
-// checks the input, in document order.
-type decodedBodies struct {
-	buf  []byte // from the first body to the end of the text, as long as that: see bodyBuffer
-	base int    // the offset of buf[0] in the text
-	n    int    // the end of the last body in buf
-	list []decodedBody
-	next int // find's cursor
+// at returns the i-th body.
+func (b *decodedBodies) at(i int) *decodedBody {
+	if i == 0 {
+		return &b.first
+	}
+	return &b.more[i-1]
 }
 
 type decodedBody struct {
@@ -518,7 +538,6 @@ func (d *decoder) skipRemote(bodies *decodedBodies) error {
 				return d.skip()
 			}
 			if bodies.buf == nil {
-				bodies.base = d.pos
 				bodies.buf = make([]byte, len(d.data)-d.pos)
 			}
 			start, w := d.pos, bodies.n
@@ -527,7 +546,12 @@ func (d *decoder) skipRemote(bodies *decodedBodies) error {
 				return err
 			}
 			bodies.n = n
-			bodies.list = append(bodies.list, decodedBody{start, d.pos, bodies.buf[w:n:n]})
+			if body := (decodedBody{start, d.pos, bodies.buf[w:n:n]}); bodies.count == 0 {
+				bodies.first = body
+			} else {
+				bodies.more = append(bodies.more, body)
+			}
+			bodies.count++
 			return nil
 		})
 	})
@@ -535,11 +559,11 @@ func (d *decoder) skipRemote(bodies *decodedBodies) error {
 
 // find returns the decoded body whose text starts at start, and where that text ends.
 func (b *decodedBodies) find(start int) ([]byte, int, bool) {
-	for b.next < len(b.list) && b.list[b.next].start < start {
+	for b.next < b.count && b.at(b.next).start < start {
 		b.next++
 	}
-	if b.next < len(b.list) && b.list[b.next].start == start {
-		e := &b.list[b.next]
+	if b.next < b.count && b.at(b.next).start == start {
+		e := b.at(b.next)
 		return e.text, e.end, true
 	}
 	return nil, 0, false
@@ -548,9 +572,9 @@ func (b *decodedBodies) find(start int) ([]byte, int, bool) {
 var outcomeFields = []string{"status", "body", "body_base64", "failure"}
 
 // readRemoteOutcome reads the outcome of server at d.pos: readFields of the object with the
-// members of outcomeFields, then the outcome from them. A string body is decoded as it is
-// passed, into bodies.
-func readRemoteOutcome(d *decoder, server ServerName, bodies *bodyBuffer, decoded *decodedBodies, rawStart int) (RemoteOutcome, error) {
+// members of outcomeFields, then the outcome from them. A string body is taken already decoded
+// from decoded (d.data starts at rawStart in the input decoded was read from).
+func readRemoteOutcome(d *decoder, server ServerName, decoded *decodedBodies, rawStart int) (RemoteOutcome, error) {
 	what := func() string { return "remote[" + quote(string(server)) + "]" }
 	var o RemoteOutcome
 	if k, _ := d.kind(); k != KindObject {
@@ -572,21 +596,16 @@ func readRemoteOutcome(d *decoder, server ServerName, bodies *bodyBuffer, decode
 		}
 		d.ws()
 		start := d.pos
-		if name == "body" && d.data[start] == '"' {
-			if t, end, ok := decoded.find(rawStart + start); ok {
-				text, d.pos = t, end-rawStart
-			} else {
-				if bodies.buf == nil {
-					bodies.buf = make([]byte, len(d.data))
-				}
-				n, end := unescapeTrusted(bodies.buf, d.data, start, bodies.n)
-				text = bodies.buf[bodies.n:n:n]
-				bodies.n, d.pos = n, end
-			}
+		t, end, ok := []byte(nil), 0, false
+		if name == "body" && start < len(d.data) && d.data[start] == '"' {
+			t, end, ok = decoded.find(rawStart + start)
+		}
+		if ok {
+			text, d.pos = t, end-rawStart
 		} else {
 			_ = d.skip()
 		}
-		of = append(of, field{name, d.data[start:d.pos], start})
+		of = append(of, field{name, d.data[start:d.pos], start, nil})
 		return nil
 	})
 	if err != nil {
