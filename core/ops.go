@@ -392,18 +392,7 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := CompleteOptions{}
-	ms, err := f.str("mode", false)
-	if err != nil {
-		return nil, err
-	}
-	if opts.Mode, err = ParseMode(ms); err != nil {
-		return nil, err
-	}
-	if opts.ServerName, err = f.serverName(true); err != nil {
-		return nil, err
-	}
-	req, err := f.request("request")
+	opts, req, err := f.completeOptions()
 	if err != nil {
 		return nil, err
 	}
@@ -681,18 +670,7 @@ func opCompleteUpstream(buf, input []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := CompleteOptions{}
-	ms, err := f.str("mode", false)
-	if err != nil {
-		return nil, err
-	}
-	if opts.Mode, err = ParseMode(ms); err != nil {
-		return nil, err
-	}
-	if opts.ServerName, err = f.serverName(true); err != nil {
-		return nil, err
-	}
-	req, err := f.request("request")
+	opts, req, err := f.completeOptions()
 	if err != nil {
 		return nil, err
 	}
@@ -705,4 +683,22 @@ func opCompleteUpstream(buf, input []byte) ([]byte, error) {
 		return nil, err
 	}
 	return resp.AppendJSON(buf), nil
+}
+
+// completeOptions reads the fields every completion shares: "mode", "server_name" and
+// "request", in that order (which decides which error is reported first).
+func (f fields) completeOptions() (CompleteOptions, *ClaimRequest, error) {
+	var opts CompleteOptions
+	ms, err := f.str("mode", false)
+	if err != nil {
+		return opts, nil, err
+	}
+	if opts.Mode, err = ParseMode(ms); err != nil {
+		return opts, nil, err
+	}
+	if opts.ServerName, err = f.serverName(true); err != nil {
+		return opts, nil, err
+	}
+	req, err := f.request("request")
+	return opts, req, err
 }
