@@ -12,7 +12,7 @@ WASMSRC := $(wildcard core/*.go wasm/*.go)
 # The module's build command: a wasip1 reactor (c-shared), reproducible (-trimpath), no symbol table.
 WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags='-s -w'
 
-.PHONY: help build wasm test test-synapse bench bench-server run playground lint check fuzz clean
+.PHONY: help build wasm test test-client test-synapse bench bench-server run playground lint check fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,10 @@ test: wasm ## run every test (starts PostgreSQL for the store tests when it can)
 		echo "== the keys server suite again through the WebAssembly engine" && \
 		KEYCLAIM_TEST_ENGINE=wasm $(GO) test -count=1 ./hostserver/
 	@echo "make test: all Go tests passed"
+
+test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-wasm) against the server
+	cd clienttest && npm ci --no-audit --no-fund
+	$(GO) test -tags realclient -count=1 ./clienttest/
 
 bench: wasm bench-server ## run the benchmarks (core, wasm host, store, then the server load driver)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/store/
