@@ -12,7 +12,7 @@ WASMSRC := $(wildcard core/*.go wasm/*.go)
 # The module's build command: a wasip1 reactor (c-shared), reproducible (-trimpath), no symbol table.
 WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -ldflags='-s -w'
 
-.PHONY: help build wasm test test-client test-synapse bench bench-server run playground lint check fuzz clean
+.PHONY: help build wasm test test-go test-client test-synapse bench bench-server run lint check fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,11 +34,14 @@ $(EMBED): $(WASM)
 	@mkdir -p $(dir $@)
 	cp $(WASM) $@
 
-test: wasm ## run every test (starts PostgreSQL for the store tests when it can)
+test: test-go test-client test-synapse ## run every test: the Go suites, a real client's crypto library, a real Synapse
+	@echo "make test: every test passed"
+
+test-go: wasm ## the Go tests of every package, then the server suite through the wasm engine (starts PostgreSQL when it can)
 	@source scripts/test-env.sh && $(GO) test -count=1 ./... && \
 		echo "== the keys server suite again through the WebAssembly engine" && \
 		KEYCLAIM_TEST_ENGINE=wasm $(GO) test -count=1 ./hostserver/
-	@echo "make test: all Go tests passed"
+	@echo "make test-go: all Go tests passed"
 
 test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-wasm) against the server
 	cd clienttest && npm ci --no-audit --no-fund
@@ -56,9 +59,6 @@ test-synapse: wasm ## proxy mode in front of a real Synapse (installs matrix-syn
 run: build ## start the keys server on its embedded default (SQLite under ./var, dev tokens)
 	$(SERVER) --dev
 
-playground: wasm ## serve the browser playground on http://127.0.0.1:8088
-	@echo "the playground is not built yet"
-
 lint: ## gofmt and go vet (native and wasip1)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -73,9 +73,13 @@ check: wasm lint ## lint, import boundaries, wasip1 build of core, tidy and clea
 	@echo "make check: clean"
 
 FUZZTIME ?= 30s
-fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
-	@for t in $$($(GO) test -list '^Fuzz' ./core/ | grep ^Fuzz); do \
-		echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./core/ || exit 1; done
+FUZZPKGS := ./core/ ./bindings/go/ ./hostserver/ ./hostserver/federation/ ./hostserver/proxy/
+
+fuzz: wasm ## run every fuzz target of every package for FUZZTIME each (default 30s)
+	@for p in $(FUZZPKGS); do \
+		for t in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
+			echo "== $$p $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+		done; done
 
 clean: ## remove build outputs (keeps ./var, the development database)
 	rm -rf $(DIST) $(EMBED)
