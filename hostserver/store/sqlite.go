@@ -112,6 +112,36 @@ var sqliteMigrations = []migration{
 		`INSERT INTO claim_cursors (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json)
 		SELECT DISTINCT user_id, device_id, algorithm, -1, '', x'' FROM one_time_keys`,
 	}},
+	{version: 3, statements: []string{
+		// Claim cursors get an integer ID: the table becomes a rowid table (id, AUTOINCREMENT)
+		// with the (user, device, algorithm) key as a unique index beside it. Nothing else
+		// changes: same columns, same meaning, same rows.
+		//
+		// Why: the claim statement then finds and rewrites each cursor by its integer rowid
+		// instead of by three TEXT columns (a WITHOUT ROWID b-tree seeked twice per device and
+		// rewritten with a delete and an insert), and binds one integer per device instead of
+		// three strings. The IDs are what the store caches in memory (sqliteStore.cursorIDs), so
+		// the unique index is only read for cursors the process has not seen yet. AUTOINCREMENT
+		// makes that cache safe: an ID, once given, never names another cursor, even after rows
+		// are deleted (by the cascade of a device) and in any process sharing the file.
+		`CREATE TABLE claim_cursors_v3 (
+			id            INTEGER PRIMARY KEY AUTOINCREMENT,
+			user_id       TEXT NOT NULL,
+			device_id     TEXT NOT NULL,
+			algorithm     TEXT NOT NULL,
+			last_batch    INTEGER NOT NULL, -- the last one-time key handed out, -1 and '' if none
+			last_key_id   TEXT NOT NULL,
+			last_key_json BLOB NOT NULL,    -- its value (x'' if none)
+			FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
+		)`,
+		// In key order, so that the cursors of neighbouring devices share pages as before.
+		`INSERT INTO claim_cursors_v3 (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json)
+		SELECT user_id, device_id, algorithm, last_batch, last_key_id, last_key_json FROM claim_cursors
+		ORDER BY user_id, device_id, algorithm`,
+		`DROP TABLE claim_cursors`,
+		`ALTER TABLE claim_cursors_v3 RENAME TO claim_cursors`,
+		`CREATE UNIQUE INDEX claim_cursors_by_device ON claim_cursors (user_id, device_id, algorithm)`,
+	}},
 }
 
 // migration is one schema version: statements run in one transaction with its record in
@@ -140,8 +170,9 @@ const sqliteWriterCacheKiB = 32 * 1024
 const sqliteBusyTimeoutMS = 10000
 
 // sqliteClaimChunks are the numbers of wants one claim statement takes: a request's wants are
-// bound as parameters of a VALUES list, (?, ?, ?) per want, padded with NULLs (which match
-// nothing) up to the next of these sizes; a request of more than the largest size runs the
+// bound as parameters of a VALUES list, (?, ?, ?) per want (the claim of one-time keys: an IN
+// list of cursor IDs, one per want), padded with NULLs (which match nothing) up to the next of
+// these sizes; a request of more than the largest size runs the
 // statement once per chunk, all in the one transaction. A few fixed sizes keep the number of
 // prepared statements small (and the padding costs less than a second statement would).
 //
@@ -152,23 +183,24 @@ const sqliteBusyTimeoutMS = 10000
 // stepping, resetting, allocating) than SQLite's own work for one device.
 var sqliteClaimChunks = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256}
 
-// sqliteClaimOneTimeKeys returns the claim statement for n wants (see sqliteClaimChunks).
+// sqliteClaimOneTimeKeys returns the claim statement for n cursors, given by ID (see
+// sqliteClaimChunks; NULL IDs are padding and match nothing).
 //
-// For every want with a one-time key after its cursor, it moves the cursor to the first such key
-// in claim order (oldest batch, then key ID) and returns that key. Per want that is a seek of the
-// cursor by primary key (driven by the VALUES list; SQLite's UPDATE ... FROM seeks it again to
-// write it), one seek of the next key (the row-value comparison is a range on the primary key of
-// one_time_keys, so it starts right after the cursor and never walks the claimed keys), and the
-// rewrite of the cursor row, which also holds the value returned. The unary + on the cursor's
-// columns is needed for that range: it takes away their column affinity, and SQLite uses a
-// row-value comparison of two TEXT columns for the first index column only (here: batch), which
+// For every cursor with a one-time key after it, it moves the cursor to the first such key in
+// claim order (oldest batch, then key ID) and returns that key. Per cursor that is a seek of the
+// cursor by its integer rowid (twice: SQLite collects the rows of a multi-row UPDATE first, then
+// updates them), one seek of the next key (the row-value comparison is a range on the primary key
+// of one_time_keys, so it starts right after the cursor and never walks the claimed keys), and
+// the rewrite of the cursor row in place, which also holds the value returned. The unary + on the
+// cursor's columns is needed for that range: it takes away their column affinity, and SQLite uses
+// a row-value comparison of two TEXT columns for the first index column only (here: batch), which
 // would walk the claimed keys of the cursor's batch (TestSQLitePlans checks the plan).
 //
-// A want whose cursor has no key after it gets no row: the subquery yields NULLs, which the NOT
-// NULL columns refuse, and OR IGNORE skips that row (no change, no RETURNING row). OR IGNORE
-// matters for speed too: no constraint of this statement can abort it, so SQLite needs no
-// statement journal (otherwise every page it changes is first copied there). Rows come back in
-// no particular order; the wants must be distinct.
+// A cursor with no key after it gets no row: the subquery yields NULLs, which the NOT NULL
+// columns refuse, and OR IGNORE skips that row (no change, no RETURNING row). OR IGNORE matters
+// for speed too: no constraint of this statement can abort it, so SQLite needs no statement
+// journal (otherwise every page it changes is first copied there). Rows come back in no
+// particular order; the IDs must be distinct.
 func sqliteClaimOneTimeKeys(n int) string {
 	return `
 		UPDATE OR IGNORE claim_cursors
@@ -179,10 +211,19 @@ func sqliteClaimOneTimeKeys(n int) string {
 			  AND (k.batch, k.key_id) > (+claim_cursors.last_batch, +claim_cursors.last_key_id)
 			ORDER BY k.batch, k.key_id
 			LIMIT 1)
-		FROM (VALUES ` + sqliteValues(n) + `) AS want
-		WHERE claim_cursors.user_id = want.column1 AND claim_cursors.device_id = want.column2
-		  AND claim_cursors.algorithm = want.column3
-		RETURNING user_id, device_id, algorithm, last_key_id, last_key_json`
+		WHERE id IN (` + strings.TrimSuffix(strings.Repeat("?, ", n), ", ") + `)
+		RETURNING id, last_key_id, last_key_json`
+}
+
+// sqliteFindCursors returns the statement that finds the cursor IDs of n wants, given as rows of
+// (user, device, algorithm, position of the want); it returns (ID, position) for each want that
+// has a cursor. Only wants the process has not seen before need it (sqliteStore.cursorIDs).
+func sqliteFindCursors(n int) string {
+	return `
+		SELECT c.id, want.column4
+		FROM (VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?), ", n), ", ") + `) AS want
+		JOIN claim_cursors AS c
+		  ON c.user_id = want.column1 AND c.device_id = want.column2 AND c.algorithm = want.column3`
 }
 
 // sqliteClaimFallbackKeys returns the statement that claims the fallback keys of n wants (those
@@ -308,8 +349,12 @@ type sqliteStore struct {
 	closeOnce       sync.Once
 	closeErr        error
 
+	// cursorIDs caches the IDs of claim cursors (see sqliteCursorIDs).
+	cursorIDs sqliteCursorIDs
+
 	// The statements of the writer that take a list of rows, one per size of sqliteClaimChunks.
 	claimOneTimeKeys  [len(sqliteClaimChunks)]*sql.Stmt
+	findCursors       [len(sqliteClaimChunks)]*sql.Stmt
 	claimFallbackKeys [len(sqliteClaimChunks)]*sql.Stmt
 	insertOneTimeKeys [len(sqliteClaimChunks)]*sql.Stmt
 	// The statements of Upload (writer) and Counts (writer and readers).
@@ -415,6 +460,9 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 			return nil, err
 		}
 		if err := prepare(&s.claimFallbackKeys[i], s.writer, sqliteClaimFallbackKeys(n)); err != nil {
+			return nil, err
+		}
+		if err := prepare(&s.findCursors[i], s.writer, sqliteFindCursors(n)); err != nil {
 			return nil, err
 		}
 		if err := prepare(&s.insertOneTimeKeys[i], s.writer, sqliteInsertOneTimeKeys(n)); err != nil {
@@ -801,17 +849,61 @@ func queryAllDevices(ctx context.Context, tx *sql.Tx, user string, got map[strin
 	return rows.Err()
 }
 
+// sqliteCursorIDs caches the IDs of claim cursors: (user, device, algorithm) -> claim_cursors.id.
+// An ID never changes and is never given to another cursor (AUTOINCREMENT, schema version 3),
+// so an entry stays true for as long as its cursor exists, whichever process wrote it; a cursor
+// that is deleted (with its device) leaves an entry that matches no row, which the claim reads
+// as "no one-time key". Only cursors that exist are cached: a want without one is looked up
+// again by the next claim, since an upload may create it. The cache is bounded: when it is full
+// it is emptied and fills again from the claims that follow.
+type sqliteCursorIDs struct {
+	mu  sync.Mutex
+	ids map[Want]int64
+}
+
+// sqliteCursorCacheMax bounds sqliteCursorIDs (about 100 bytes per entry with Matrix-sized IDs).
+const sqliteCursorCacheMax = 1 << 18
+
+// lookup fills ids[i] with the cached ID of wants[i] (0 when not cached) and returns the number
+// of wants not cached.
+func (c *sqliteCursorIDs) lookup(wants []Want, ids []int64) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	missing := 0
+	for i, w := range wants {
+		if ids[i] = c.ids[w]; ids[i] == 0 {
+			missing++
+		}
+	}
+	return missing
+}
+
+// add caches the IDs found for wants (ids[i] != 0) that were missing.
+func (c *sqliteCursorIDs) add(wants []Want, ids []int64, found []int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ids == nil || len(c.ids)+len(found) > sqliteCursorCacheMax {
+		c.ids = make(map[Want]int64, min(sqliteCursorCacheMax, 1024+len(found)))
+	}
+	for _, i := range found {
+		c.ids[wants[i]] = ids[i]
+	}
+}
+
 // Claim implements Store: one IMMEDIATE transaction for the whole request, so no other writer
 // (in this process or another) sees a key between its selection and its claim. Inside it, one
-// statement (per chunk of sqliteClaimChunks) claims the one-time keys of all wants, and a second
-// one, only if some want got none, the fallback keys of those. The answer is put in order after
-// the commit, so the writer is held for little more than the statements.
+// statement (per chunk of sqliteClaimChunks) claims the one-time keys of all wants by the IDs of
+// their cursors (looked up first, in the same transaction, for cursors not in s.cursorIDs), and a
+// second one, only if some want got none, the fallback keys of those. The answer is put in order
+// after the commit, so the writer is held for little more than the statements.
 func (s *sqliteStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error) {
 	wants, index := dedupeWantsIndex(wants)
 	if len(wants) == 0 {
 		return []Claimed{}, nil
 	}
 	got := make([]Claimed, len(wants)) // by position in wants; KeyID "" = nothing (yet)
+	ids := make([]int64, len(wants))   // the cursor of each want; 0 = none (known)
+	missing := s.cursorIDs.lookup(wants, ids)
 
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
@@ -819,7 +911,12 @@ func (s *sqliteStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error
 	}
 	defer func() { _ = tx.Rollback() }()
 
-	n, err := s.claimEach(ctx, tx, &s.claimOneTimeKeys, wants, index, got, false)
+	if missing > 0 {
+		if err := s.findCursorIDs(ctx, tx, wants, ids); err != nil {
+			return nil, fmt.Errorf("store: sqlite: claim: find cursors: %w", err)
+		}
+	}
+	n, err := s.claimByCursor(ctx, tx, wants, ids, got)
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: claim one-time keys: %w", err)
 	}
@@ -843,9 +940,119 @@ func (s *sqliteStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error
 	return out, nil
 }
 
-// claimEach runs one of the claim statements (stmts, by chunk size) for every want that has no
-// key in got yet, in chunks, and stores each key returned in got at the position of its want.
-// It returns the number of keys.
+// findCursorIDs looks up, inside tx, the cursor IDs of the wants whose ids[i] is 0, fills them
+// in and caches them. A want without a cursor keeps 0.
+func (s *sqliteStore) findCursorIDs(ctx context.Context, tx *sql.Tx, wants []Want, ids []int64) error {
+	largest := sqliteClaimChunks[len(sqliteClaimChunks)-1]
+	var found []int
+	args := make([]any, 0, 4*largest)
+	for from := 0; from < len(wants); {
+		args = args[:0]
+		for ; from < len(wants) && len(args) < 4*largest; from++ {
+			if ids[from] == 0 {
+				w := wants[from]
+				args = append(args, w.User, w.Device, w.Algorithm, int64(from))
+			}
+		}
+		if len(args) == 0 {
+			break
+		}
+		size := sqliteChunk(len(args) / 4)
+		for len(args) < 4*sqliteClaimChunks[size] {
+			args = append(args, nil) // NULL matches no row
+		}
+		err := sqliteEachRow(ctx, tx.StmtContext(ctx, s.findCursors[size]), func(rows *sql.Rows) error {
+			var id, i int64
+			if err := rows.Scan(&id, &i); err != nil {
+				return err
+			}
+			if i < 0 || i >= int64(len(wants)) || ids[i] != 0 || id <= 0 {
+				return fmt.Errorf("unexpected cursor %d for want %d", id, i)
+			}
+			ids[i] = id
+			found = append(found, int(i))
+			return nil
+		}, args...)
+		if err != nil {
+			return err
+		}
+	}
+	if len(found) > 0 {
+		s.cursorIDs.add(wants, ids, found)
+	}
+	return nil
+}
+
+// claimByCursor claims the one-time keys of the wants that have a cursor (ids[i] != 0), in
+// chunks of sqliteClaimChunks, and stores each key in got at the position of its want. It
+// returns the number of keys.
+func (s *sqliteStore) claimByCursor(ctx context.Context, tx *sql.Tx, wants []Want, ids []int64, got []Claimed) (int, error) {
+	largest := sqliteClaimChunks[len(sqliteClaimChunks)-1]
+	args := make([]any, 0, min(len(wants), largest))
+	at := make(map[int64]int, min(len(wants), largest)) // cursor ID -> position in wants
+	total := 0
+	for from := 0; from < len(wants); {
+		args = args[:0]
+		clear(at)
+		for ; from < len(wants) && len(args) < largest; from++ {
+			if ids[from] != 0 {
+				args = append(args, ids[from])
+				at[ids[from]] = from
+			}
+		}
+		if len(args) == 0 {
+			break
+		}
+		size := sqliteChunk(len(args))
+		for len(args) < sqliteClaimChunks[size] {
+			args = append(args, nil) // NULL matches no row
+		}
+		n, err := scanClaimedByCursor(ctx, tx.StmtContext(ctx, s.claimOneTimeKeys[size]), args, at, wants, got)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// scanClaimedByCursor runs the claim statement of one-time keys and stores each returned key in
+// got at the position of its want (at: cursor ID -> position). The key values of one statement
+// share one allocation. It returns the number of keys.
+func scanClaimedByCursor(ctx context.Context, stmt *sql.Stmt, args []any, at map[int64]int, wants []Want, got []Claimed) (int, error) {
+	rows, err := stmt.QueryContext(ctx, args...)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = rows.Close() }()
+	n := 0
+	var arena []byte
+	for rows.Next() {
+		var id int64
+		var keyID string
+		var key sql.RawBytes
+		if err := rows.Scan(&id, &keyID, &key); err != nil {
+			return 0, err
+		}
+		i, ok := at[id]
+		if !ok || got[i].KeyID != "" || keyID == "" || len(key) == 0 {
+			return 0, fmt.Errorf("unexpected key %q for cursor %d", keyID, id)
+		}
+		if cap(arena)-len(arena) < len(key) {
+			arena = make([]byte, 0, max(len(key), 256*len(at)))
+		}
+		start := len(arena)
+		arena = append(arena, key...)
+		w := wants[i]
+		got[i] = Claimed{User: w.User, Device: w.Device, KeyID: keyID, Key: arena[start:len(arena):len(arena)]}
+		n++
+	}
+	return n, rows.Err()
+}
+
+// claimEach runs one of the claim statements that take (user, device, algorithm) rows (stmts, by
+// chunk size: the fallback keys) for every want that has no key in got yet, in chunks, and stores
+// each key returned in got at the position of its want. It returns the number of keys.
 func (s *sqliteStore) claimEach(ctx context.Context, tx *sql.Tx, stmts *[len(sqliteClaimChunks)]*sql.Stmt,
 	wants []Want, index map[Want]int, got []Claimed, fallback bool) (int, error) {
 	largest := sqliteClaimChunks[len(sqliteClaimChunks)-1]

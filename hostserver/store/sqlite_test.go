@@ -116,11 +116,12 @@ func TestSQLiteClaimHonoursContext(t *testing.T) {
 }
 
 // TestSQLitePlans checks the query plans of the statements that must not read more than they
-// need. The claim: the wants drive the search (each cursor found by its primary key), and the
+// need. The claim: the cursor IDs drive the search (each cursor found by its rowid), and the
 // next key is found by a range seek that starts right after the cursor, on both columns of the
 // claim order. Were the range on the batch alone (what SQLite does for a row-value comparison of
 // two TEXT columns, see sqliteClaimOneTimeKeys), every claim would walk the claimed keys of the
-// cursor's batch. The prune of an upload: a range holding exactly the claimed keys.
+// cursor's batch. The lookup of cursor IDs, the counts and the prune's cursors: the unique index
+// of the cursors. The prune of an upload: a range holding exactly the claimed keys.
 func TestSQLitePlans(t *testing.T) {
 	s := openStore(t, sqliteBackend.freshDSN(t)).(*sqliteStore)
 	type check struct {
@@ -137,10 +138,21 @@ func TestSQLitePlans(t *testing.T) {
 			"SEARCH one_time_keys USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=? AND (batch,key_id)<(?,?))",
 		}},
 	}
+	checks = append(checks,
+		check{"counts", sqliteCounts, []any{alice, "DEV"}, []string{
+			"SEARCH k USING PRIMARY KEY (user_id=? AND device_id=?)",
+			"SEARCH c USING INDEX claim_cursors_by_device (user_id=? AND device_id=? AND algorithm=?) LEFT-JOIN",
+		}},
+		check{"claimed cursors", sqliteClaimedCursors, []any{alice, "DEV"}, []string{
+			"SEARCH claim_cursors USING INDEX claim_cursors_by_device (user_id=? AND device_id=?)",
+		}},
+	)
 	for _, n := range sqliteClaimChunks {
-		checks = append(checks, check{fmt.Sprintf("claim of %d", n), sqliteClaimOneTimeKeys(n), make([]any, 3*n), []string{
-			"SEARCH claim_cursors USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=?)",
+		checks = append(checks, check{fmt.Sprintf("claim of %d", n), sqliteClaimOneTimeKeys(n), make([]any, n), []string{
+			"SEARCH claim_cursors USING INTEGER PRIMARY KEY (rowid=?)",
 			"SEARCH k USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=? AND (batch,key_id)>(?,?))",
+		}}, check{fmt.Sprintf("find cursors of %d", n), sqliteFindCursors(n), make([]any, 4*n), []string{
+			"SEARCH c USING COVERING INDEX claim_cursors_by_device (user_id=? AND device_id=? AND algorithm=?)",
 		}})
 	}
 	for _, c := range checks {
@@ -234,4 +246,117 @@ func TestSQLiteMigratesVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	equal(t, "device keys", string(got[alice]["DEV"]), `{"a":1}`)
+}
+
+// TestSQLiteMigratesVersion2 opens a database written by version 2 of the schema (claim cursors
+// keyed by user, device and algorithm) and checks that version 3 (cursors with integer IDs)
+// takes it over: every cursor where it was, with its last key; the claimed IDs still refused;
+// the counts unchanged.
+func TestSQLiteMigratesVersion2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := []string{
+		`CREATE TABLE schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+		)`,
+		`INSERT INTO schema_migrations (version) VALUES (1), (2)`,
+	}
+	v2 = append(v2, sqliteMigrations[0].statements...)
+	v2 = append(v2, sqliteMigrations[1].statements...)
+	v2 = append(v2,
+		// What version 2 left after: alice/DEV uploaded batch 1 (curve25519:1, :2, :3) and
+		// batch 2 (curve25519:0, signed_curve25519:1); curve25519:1 and :2 were claimed (the
+		// cursor is at :2, whose value it keeps). bob/DEV uploaded batch 3 and claimed nothing.
+		`INSERT INTO upload_batches DEFAULT VALUES`, `INSERT INTO upload_batches DEFAULT VALUES`,
+		`INSERT INTO upload_batches DEFAULT VALUES`, `DELETE FROM upload_batches`,
+		`INSERT INTO devices VALUES ('@alice:example.org', 'DEV', CAST('{"a":1}' AS BLOB)), ('@bob:example.org', 'DEV', NULL)`,
+		`INSERT INTO one_time_keys VALUES
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:1', CAST('"one"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:2', CAST('"two"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:3', CAST('"three"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'curve25519', 2, 'curve25519:0', CAST('"zero"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'signed_curve25519', 2, 'signed_curve25519:1', CAST('"s1"' AS BLOB)),
+			('@bob:example.org', 'DEV', 'curve25519', 3, 'curve25519:1', CAST('"b1"' AS BLOB))`,
+		`INSERT INTO claim_cursors VALUES
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:2', CAST('"two"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'signed_curve25519', -1, '', x''),
+			('@bob:example.org', 'DEV', 'curve25519', -1, '', x'')`,
+		`INSERT INTO fallback_keys VALUES ('@bob:example.org', 'DEV', 'curve25519', 'curve25519:F', CAST('"bf"' AS BLOB), 0)`,
+	)
+	for _, stmt := range v2 {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openStore(t, "sqlite:"+path)
+	equal(t, "schema versions", schemaVersions(t, s), knownVersions(s))
+	var cursors []string
+	err = sqliteEachRow(testCtx(t), mustPrepare(t, s.(*sqliteStore).reader, `
+		SELECT id, user_id, device_id, algorithm, last_batch, last_key_id, CAST(last_key_json AS TEXT)
+		FROM claim_cursors ORDER BY id`), func(rows *sql.Rows) error {
+		var id, batch int
+		var user, device, alg, keyID, value string
+		if err := rows.Scan(&id, &user, &device, &alg, &batch, &keyID, &value); err != nil {
+			return err
+		}
+		cursors = append(cursors, fmt.Sprintf("%d %s %s %s %d %s %s", id, user, device, alg, batch, keyID, value))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "cursors", cursors, []string{
+		`1 @alice:example.org DEV curve25519 1 curve25519:2 "two"`,
+		`2 @alice:example.org DEV signed_curve25519 -1  `,
+		`3 @bob:example.org DEV curve25519 -1  `,
+	})
+	equal(t, "alice counts", mustCounts(t, s, alice, "DEV"), Counts{sc: 1, "curve25519": 2})
+	equal(t, "bob counts", mustCounts(t, s, bob, "DEV"), Counts{sc: 0, "curve25519": 1})
+	equal(t, "claim", claimOne(t, s, alice, "DEV", "curve25519"), "curve25519:3")
+	// The IDs claimed by version 2 and the one claimed just now are all refused.
+	equal(t, "re-upload", mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks(
+		`curve25519:1="one"`, `curve25519:2="two"`, `curve25519:3="three"`, `curve25519:4="four"`)}), Counts{sc: 1, "curve25519": 2})
+	equal(t, "claims", claimAll(t, s, alice, "DEV", "curve25519"), []string{"curve25519:0", "curve25519:4"})
+	equal(t, "signed", claimOne(t, s, alice, "DEV", sc), "signed_curve25519:1")
+	equal(t, "bob", claimAll(t, s, bob, "DEV", "curve25519"), []string{"curve25519:1"})
+	equal(t, "bob's fallback", claimOne(t, s, bob, "DEV", "curve25519"), "fallback:curve25519:F")
+	// A device that uploads after the migration gets a new cursor, with the next ID.
+	mustUpload(t, s, "@carol:example.org", "DEV", Upload{OneTimeKeys: otks(`curve25519:1="c1"`)})
+	equal(t, "carol", claimAll(t, s, "@carol:example.org", "DEV", "curve25519"), []string{"curve25519:1"})
+}
+
+// TestSQLiteCursorIDsAcrossProcesses: a store caches the IDs of claim cursors; a cursor that
+// another store (standing for another server process) creates after this store found none must
+// still be found, and cached IDs must keep working across that store's writes.
+func TestSQLiteCursorIDsAcrossProcesses(t *testing.T) {
+	dsn := sqliteBackend.freshDSN(t)
+	a, b := openStore(t, dsn), openStore(t, dsn)
+	mustUpload(t, a, alice, "DEV", Upload{OneTimeKeys: otks(`curve25519:1="a1"`, `curve25519:2="a2"`)})
+	equal(t, "bob before", len(mustClaim(t, a, Want{bob, "DEV", "curve25519"}, Want{alice, "DEV", "curve25519"})), 1)
+	mustUpload(t, b, bob, "DEV", Upload{OneTimeKeys: otks(`curve25519:1="b1"`)})
+	got := mustClaim(t, a, Want{bob, "DEV", "curve25519"}, Want{alice, "DEV", "curve25519"})
+	equal(t, "claimed", len(got), 2)
+	equal(t, "bob's key", got[0].KeyID+" "+string(got[0].Key), `curve25519:1 "b1"`)
+	equal(t, "alice's key", got[1].KeyID+" "+string(got[1].Key), `curve25519:2 "a2"`)
+	equal(t, "bob from b", claimOne(t, b, bob, "DEV", "curve25519"), "")
+	mustUpload(t, b, alice, "DEV", Upload{OneTimeKeys: otks(`curve25519:3="a3"`)})
+	equal(t, "alice from a", claimOne(t, a, alice, "DEV", "curve25519"), "curve25519:3")
+}
+
+func mustPrepare(t testing.TB, db *sql.DB, query string) *sql.Stmt {
+	t.Helper()
+	st, err := db.Prepare(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
 }
