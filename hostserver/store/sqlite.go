@@ -349,6 +349,10 @@ type sqliteStore struct {
 	closeOnce       sync.Once
 	closeErr        error
 
+	// writeTurn hands the writer connection to its callers in the order they asked for it (see
+	// beginWrite): a buffered channel of one token; blocked senders are served first in, first out.
+	writeTurn chan struct{}
+
 	// cursorIDs caches the IDs of claim cursors (see sqliteCursorIDs).
 	cursorIDs sqliteCursorIDs
 
@@ -395,7 +399,7 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 	readerDSN := path + "?" + pragmas + "&_pragma=query_only(1)"
 	checkpointerDSN := path + "?" + pragmas
 
-	s := &sqliteStore{}
+	s := &sqliteStore{writeTurn: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
@@ -522,6 +526,30 @@ func isSQLiteBusy(err error) bool {
 	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
+// beginWrite waits for the writer's turn, first come first served, and begins a transaction on
+// it (BEGIN IMMEDIATE). The returned function ends the turn; call it once the transaction is
+// committed or rolled back.
+//
+// Why a queue of our own: database/sql gives a connection that comes free to a random one of the
+// callers waiting for it, not to the one that waited longest. With one writer connection and
+// several concurrent claims that random choice is the whole latency tail: measured with 8
+// clients of 100-device claims, p50 15 ms, p99 75-80 ms, as some requests lost the draw many
+// times in a row. In the order of arrival nobody waits for more than the requests ahead of it.
+func (s *sqliteStore) beginWrite(ctx context.Context) (*sql.Tx, func(), error) {
+	select {
+	case s.writeTurn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	done := func() { <-s.writeTurn }
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return tx, done, nil
+}
+
 // migrate brings the schema to the newest version in one IMMEDIATE transaction, which also
 // keeps a second process that opens the same file at the same moment waiting until it is done.
 func (s *sqliteStore) migrate(ctx context.Context) error {
@@ -594,10 +622,11 @@ func (s *sqliteStore) Upload(ctx context.Context, user, device string, up Upload
 		return s.Counts(ctx, user, device)
 	}
 
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, done, err := s.beginWrite(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: upload: %w", err)
 	}
+	defer done()
 	defer func() { _ = tx.Rollback() }()
 
 	if err := s.upload(ctx, tx, user, device, p); err != nil {
@@ -905,10 +934,11 @@ func (s *sqliteStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error
 	ids := make([]int64, len(wants))   // the cursor of each want; 0 = none (known)
 	missing := s.cursorIDs.lookup(wants, ids)
 
-	tx, err := s.writer.BeginTx(ctx, nil)
+	tx, done, err := s.beginWrite(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: claim: %w", err)
 	}
+	defer done()
 	defer func() { _ = tx.Rollback() }()
 
 	if missing > 0 {
