@@ -35,7 +35,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	want.Tokens = "t.json"
 	if cfg.Listen != "127.0.0.1:8008" || cfg.ServerName != "localhost" || cfg.DB != "sqlite:./var/keyclaim.db" ||
 		cfg.Mode != "msc4072" || cfg.Engine != "native" || cfg.MaxBodyBytes != 4<<20 || cfg.MaxPairs != 50000 ||
-		cfg.MaxTimeout != 60*time.Second || cfg.DefaultTimeout != 10*time.Second || cfg.LogFormat != "text" || cfg.LogLevel != "info" {
+		cfg.MaxTimeout != 60*time.Second || cfg.DefaultTimeout != 10*time.Second || cfg.LogFormat != "text" || cfg.LogLevel != "info" || cfg.GCPercent != 400 {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	if cfg.Listen != want.Listen || cfg.Tokens != want.Tokens {
@@ -190,6 +190,7 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"bad homeserver", []string{"--homeserver", "hs.example"}, nil, "--homeserver"},
 		{"bad log format", []string{"--tokens", "t", "--log-format", "xml"}, nil, "--log-format"},
 		{"bad log level", []string{"--tokens", "t", "--log-level", "loud"}, nil, "--log-level"},
+		{"negative gc percent", []string{"--tokens", "t", "--gc-percent", "-1"}, nil, "--gc-percent"},
 		{"bad env value", []string{"--tokens", "t"}, map[string]string{"KEYCLAIM_MAX_PAIRS": "many"}, "KEYCLAIM_MAX_PAIRS"},
 		{"bad duration", []string{"--tokens", "t", "--max-timeout", "60"}, nil, "max-timeout"},
 		{"unknown flag", []string{"--tokens", "t", "--frobnicate"}, nil, "frobnicate"},

@@ -76,6 +76,9 @@ func New(cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
+	if cfg.GCPercent > 0 && os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	mode, _ := core.ParseMode(cfg.Mode)
 	s := &Server{
 		cfg:        cfg,
@@ -147,6 +150,7 @@ func (s *Server) Start(ctx context.Context, ln net.Listener) error {
 	s.started = true
 	s.addr = ln.Addr()
 	s.logger.Info("keyclaim keys server starting", append([]any{"addr", s.addr.String()}, s.cfg.LogAttrs()...)...)
+	startDebugPprof(s.logger)
 	if tf, ok := s.auth.(*TokenFileAuth); ok {
 		hupCtx, stop := context.WithCancel(ctx)
 		s.stopHUP = stop
