@@ -150,13 +150,23 @@ func dedupeWants(wants []Want) []Want {
 // and returns the position of each in the result.
 func dedupeWantsIndex(wants []Want) ([]Want, map[Want]int) {
 	index := make(map[Want]int, len(wants))
-	out := make([]Want, 0, len(wants))
-	for _, w := range wants {
+	var out []Want // nil until the first duplicate: wants itself is the answer without one
+	for i, w := range wants {
 		if _, dup := index[w]; dup {
+			if out == nil {
+				out = append(make([]Want, 0, len(wants)-1), wants[:i]...)
+			}
 			continue
 		}
-		index[w] = len(out)
-		out = append(out, w)
+		if out == nil {
+			index[w] = i
+		} else {
+			index[w] = len(out)
+			out = append(out, w)
+		}
+	}
+	if out == nil {
+		return wants, index
 	}
 	return out, index
 }
