@@ -1212,6 +1212,37 @@ func decodeRun(b, dst []byte, i, w int) (int, int) {
 	return i, w
 }
 
+// skipUnchecked moves past the object or array at d.pos by matching its brackets and quotes
+// only, checking nothing else, and reports whether it found the end. It is for a value that
+// is checked later, when it is read (the member "local" of the completion operations, see
+// decodedBodies.check): reading it then is the only full pass over it. On malformed input the
+// end it finds may be wrong; the reader then fails, and the check reports the real error.
+func (d *decoder) skipUnchecked() bool {
+	b, start := d.data, d.pos
+	depth := 0
+	for i := start; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			d.pos = i
+			d.scanTrustedString()
+			if d.pos > len(b) {
+				d.pos = start // no end: d is left where it was
+				return false
+			}
+			i = d.pos - 1
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				d.pos = i + 1
+				return true
+			}
+		}
+	}
+	d.pos = start
+	return false
+}
+
 // scanTrustedString moves past the string at d.pos in data known to be valid, reporting whether
 // it has escapes: it only looks for the closing quote.
 func (d *decoder) scanTrustedString() (escaped bool) {

@@ -122,6 +122,9 @@ func readFieldsBodies(what string, data []byte, allowed []string, bodies *decode
 	if err == nil {
 		err = d.end()
 	}
+	if err != nil && bodies != nil {
+		err = bodies.check(data, err)
+	}
 	return f, err
 }
 
@@ -157,6 +160,9 @@ func (d *decoder) fields(what string, allowed []string, bodies *decodedBodies) (
 		switch {
 		case bodies != nil && name == "remote":
 			err = d.skipRemote(bodies)
+		case bodies != nil && name == "local" && !checkLocalFirst && d.ws() == '{' && d.skipUnchecked():
+			// Checked when read (most of the input, as a rule: read once, not twice).
+			bodies.local = start
 		case name == "body" && d.ws() == '"':
 			// Decode the body while checking it: one pass over what is often most of the input.
 			buf := make([]byte, len(d.data)-start)
@@ -392,14 +398,15 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// From here on every error goes through bodies.check: "local" may not be checked yet.
 	opts, req, err := f.completeOptions()
 	if err != nil {
-		return nil, err
+		return nil, bodies.check(input, err)
 	}
 	if federation {
 		for _, u := range req.Users {
 			if u.User.Server() != opts.ServerName {
-				return nil, errorf(CodeInvalidParam, "user %s is not local to this server (%s)", quote(string(u.User)), quote(string(opts.ServerName)))
+				return nil, bodies.check(input, errorf(CodeInvalidParam, "user %s is not local to this server (%s)", quote(string(u.User)), quote(string(opts.ServerName))))
 			}
 		}
 	}
@@ -408,19 +415,24 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 	if raw, ok := f.get("local"); ok {
 		d := decoder{data: raw}
 		if k, ok := d.kind(); !ok || k != KindObject {
-			return nil, errorf(CodeBadJSON, "local must be an object of user ID to device ID to key ID to key")
+			return nil, bodies.check(input, errorf(CodeBadJSON, "local must be an object of user ID to device ID to key ID to key"))
 		}
-		if err := resp.readKeys(&d, func(u UserID) bool { return u.Server() == opts.ServerName }); err != nil {
+		err := resp.readKeys(&d, func(u UserID) bool { return u.Server() == opts.ServerName })
+		if err == nil && d.end() != nil {
+			err = errorf(CodeNotJSON, "local was not read to its end") // skipUnchecked's end was wrong: check reports why
+		}
+		if err != nil {
 			e := asError(err)
-			return nil, &Error{Code: e.Code, Message: "local: " + e.Message}
+			return nil, bodies.check(input, &Error{Code: e.Code, Message: "local: " + e.Message})
 		}
+		bodies.local = 0 // read to its end: every part of it was checked (readKeys reads or skips)
 	}
 	if !federation {
 		var remote []serverOutcome
 		for i := range f {
 			if f[i].name == "remote" {
 				if remote, err = readRemoteOutcomes(f[i].raw, f[i].start, &bodies); err != nil {
-					return nil, err
+					return nil, bodies.check(input, err)
 				}
 			}
 		}
@@ -497,6 +509,29 @@ type decodedBodies struct {
 	more  []decodedBody // the others
 	count int
 	next  int // find's cursor
+	// local is the offset of the member "local" when its value is an object that was passed
+	// over without being checked (skipUnchecked): it is checked when an error is about to be
+	// reported (check), or by reading it, which checks all of it (opComplete).
+	local int
+}
+
+// checkLocalFirst turns off the deferred check of "local" (decodedBodies.local): the tests set
+// it to compare both ways on the same inputs (FuzzDeferredLocalCheck).
+var checkLocalFirst = false
+
+// check returns the error that checking the member "local" as JSON gives, if it was passed over
+// unchecked and has one, else err. Every error of the operation goes through it, so that a
+// syntax error in "local" is reported wherever it would have been had "local" been checked in
+// document order with the other members: before any later error.
+func (b *decodedBodies) check(input []byte, err error) error {
+	if b.local > 0 {
+		d := decoder{data: input, pos: b.local, depth: 1} // as fields' objectRaw leaves it
+		if serr := d.skip(); serr != nil {
+			return serr
+		}
+		b.local = 0
+	}
+	return err
 }
 
 // at returns the i-th body.

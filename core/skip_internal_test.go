@@ -61,3 +61,37 @@ func FuzzScanDecodeString(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDeferredLocalCheck: the completion operations pass over their member "local" unchecked
+// and check it when they read it (or before reporting any error); they must answer exactly as
+// when it is checked first, in document order with the other members.
+func FuzzDeferredLocalCheck(f *testing.F) {
+	key := `{"key":"k","signatures":{"@a:hs1":{"ed25519:D":"s"}}}`
+	req := `{"one_time_keys":{"@a:hs1":{"D":"signed_curve25519","E":"signed_curve25519"},"@b:hs2":{"F":"signed_curve25519"}}}`
+	for _, local := range []string{
+		`{"@a:hs1":{"D":{"signed_curve25519:A":` + key + `}}}`,
+		`{"@a:hs1":{"D":{"signed_curve25519:A":` + key + `,"signed_curve25519:A":1}}}`,
+		`{"@a:hs1":{"D":{"signed_curve25519:A":[}]}}}`,
+		`{"@a:hs1":{"D":{"signed_curve25519:A":"\xff"}}}`,
+		`{"@a:hs1":{"D":{"signed_curve25519:A":` + key + `}},"@z:hs1":{"x":[1,2,{"y":"\u00e9"}]}}`,
+		`{"@a:hs1":1}`, `{"@a:hs1":{"D":{"signed_curve25519:A":"k"}}}}`, `{"@a:hs1":{"D":"x"}`, `{"a":"\"}"}`,
+		`{"@a:hs1":{"D":{"signed_curve25519:A":tru}}}`, `{"@a:hs1":{"D":{"signed_curve25519:A":01}}}`,
+	} {
+		for _, tail := range []string{`}`, `,"mode":"legacy"}`, `,"mode":"bogus"}`, `,"zzz":1}`, `,"remote":{"hs2":{"status":200,"body":"{}"}}}`, `,"remote":[}`, `}x`, `,"local":{}}`} {
+			f.Add([]byte(`{"server_name":"hs1","request":`+req+`,"local":`+local+tail), false)
+			f.Add([]byte(`{"server_name":"hs1","local":`+local+`,"request":`+req+tail), true)
+		}
+	}
+	f.Fuzz(func(t *testing.T, input []byte, federation bool) {
+		run := func(first bool) ([]byte, error) {
+			checkLocalFirst = first
+			defer func() { checkLocalFirst = false }()
+			return opComplete(nil, input, federation)
+		}
+		deferred, derr := run(false)
+		upfront, uerr := run(true)
+		if (derr == nil) != (uerr == nil) || derr != nil && derr.Error() != uerr.Error() || string(deferred) != string(upfront) {
+			t.Fatalf("input %q (federation %v):\n deferred %s %v\n up front %s %v", input, federation, deferred, derr, upfront, uerr)
+		}
+	})
+}
