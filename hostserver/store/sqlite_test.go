@@ -131,17 +131,21 @@ func TestSQLitePlans(t *testing.T) {
 		steps []string // these steps in this order (others may come between); no table scan
 	}
 	checks := []check{
-		{"prune claimed IDs", sqlitePruneClaimedIDs, []any{alice, "DEV", sc, 1, "k"}, []string{
-			"SEARCH one_time_keys USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=? AND (batch,key_id)<(?,?))",
+		{"prune claimed IDs", sqlitePruneClaimedIDs, []any{alice, "DEV", 1, 1, "k"}, []string{
+			"SEARCH one_time_keys USING PRIMARY KEY (cursor_id=? AND (batch,key_id)<(?,?))",
 		}},
-		{"prune claimed keys", sqlitePruneClaimedKeys, []any{alice, "DEV", sc, 1, "k"}, []string{
-			"SEARCH one_time_keys USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=? AND (batch,key_id)<(?,?))",
+		{"prune claimed keys", sqlitePruneClaimedKeys, []any{1, 1, "k"}, []string{
+			"SEARCH one_time_keys USING PRIMARY KEY (cursor_id=? AND (batch,key_id)<(?,?))",
+		}},
+		{"unclaimed among", sqliteUnclaimedAmong, []any{alice, "DEV", `["k"]`}, []string{
+			"SEARCH c USING COVERING INDEX claim_cursors_by_device (user_id=? AND device_id=?)",
+			"SEARCH k USING PRIMARY KEY (cursor_id=?)",
 		}},
 	}
 	checks = append(checks,
 		check{"counts", sqliteCounts, []any{alice, "DEV"}, []string{
-			"SEARCH k USING PRIMARY KEY (user_id=? AND device_id=?)",
-			"SEARCH c USING INDEX claim_cursors_by_device (user_id=? AND device_id=? AND algorithm=?) LEFT-JOIN",
+			"SEARCH c USING INDEX claim_cursors_by_device (user_id=? AND device_id=?)",
+			"SEARCH k USING PRIMARY KEY (cursor_id=? AND (batch,key_id)>(?,?))",
 		}},
 		check{"claimed cursors", sqliteClaimedCursors, []any{alice, "DEV"}, []string{
 			"SEARCH claim_cursors USING INDEX claim_cursors_by_device (user_id=? AND device_id=?)",
@@ -150,7 +154,9 @@ func TestSQLitePlans(t *testing.T) {
 	for _, n := range sqliteClaimChunks {
 		checks = append(checks, check{fmt.Sprintf("claim of %d", n), sqliteClaimOneTimeKeys(n), make([]any, n), []string{
 			"SEARCH claim_cursors USING INTEGER PRIMARY KEY (rowid=?)",
-			"SEARCH k USING PRIMARY KEY (user_id=? AND device_id=? AND algorithm=? AND (batch,key_id)>(?,?))",
+			"SEARCH k USING PRIMARY KEY (cursor_id=? AND (batch,key_id)>(?,?))",
+		}}, check{fmt.Sprintf("insert %d keys", n), sqliteInsertOneTimeKeys(n), make([]any, 6*n), []string{
+			"SEARCH c USING COVERING INDEX claim_cursors_by_device (user_id=? AND device_id=? AND algorithm=?)",
 		}}, check{fmt.Sprintf("find cursors of %d", n), sqliteFindCursors(n), make([]any, 4*n), []string{
 			"SEARCH c USING COVERING INDEX claim_cursors_by_device (user_id=? AND device_id=? AND algorithm=?)",
 		}})
@@ -174,7 +180,8 @@ func TestSQLitePlans(t *testing.T) {
 		}
 		next := 0
 		for _, step := range plan {
-			if strings.HasPrefix(step, "SCAN") && !strings.Contains(step, "VALUES") && !strings.Contains(step, "CONSTANT ROW") && step != "SCAN want" {
+			if strings.HasPrefix(step, "SCAN") && !strings.Contains(step, "VALUES") && !strings.Contains(step, "CONSTANT ROW") && step != "SCAN want" &&
+				step != "SCAN k" /* the VALUES of an insert of one key */ && !strings.HasPrefix(step, "SCAN json_each") {
 				next = -1
 				break
 			}
@@ -331,6 +338,152 @@ func TestSQLiteMigratesVersion2(t *testing.T) {
 	// A device that uploads after the migration gets a new cursor, with the next ID.
 	mustUpload(t, s, "@carol:example.org", "DEV", Upload{OneTimeKeys: otks(`curve25519:1="c1"`)})
 	equal(t, "carol", claimAll(t, s, "@carol:example.org", "DEV", "curve25519"), []string{"curve25519:1"})
+}
+
+// TestSQLiteMigratesVersion3 opens a database written by version 3 of the schema (one-time keys
+// keyed by user, device and algorithm) and checks that version 4 (keys filed under the ID of
+// their cursor) takes it over with nothing lost and nothing handed out again: every key row
+// copied with its value, claimed keys (still in one_time_keys, at or before their cursor, or
+// already moved to claimed_keys) never claimed again nor stored again on re-upload, unclaimed
+// keys handed out in the same order, counts and fallback keys (used or not) unchanged.
+func TestSQLiteMigratesVersion3(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3 := []string{
+		`CREATE TABLE schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+		)`,
+		`INSERT INTO schema_migrations (version) VALUES (1), (2), (3)`,
+	}
+	for _, m := range sqliteMigrations[:3] {
+		v3 = append(v3, m.statements...)
+	}
+	v3 = append(v3,
+		// What version 3 left after: alice/DEV uploaded batch 1 (curve25519:1, :2, :3,
+		// signed_curve25519:1, :2) and batch 2 (curve25519:0, signed_curve25519:3); curve25519:1
+		// and :2 were claimed (cursor at :2, value kept), signed_curve25519:1 too; an earlier
+		// curve25519:9 was claimed and pruned (its ID in claimed_keys). alice/PHONE has keys and
+		// a cursor that never moved, and a used fallback key. bob/DEV claimed every key of his
+		// (cursor at the last one) and has an unused fallback key. carol/DEV has a key but no
+		// cursor, which no version wrote (uploads create cursors): the migration must keep it
+		// anyway.
+		`INSERT INTO upload_batches DEFAULT VALUES`, `INSERT INTO upload_batches DEFAULT VALUES`,
+		`INSERT INTO upload_batches DEFAULT VALUES`, `INSERT INTO upload_batches DEFAULT VALUES`,
+		`DELETE FROM upload_batches`,
+		`INSERT INTO devices VALUES ('@alice:example.org', 'DEV', CAST('{"a":1}' AS BLOB)),
+			('@alice:example.org', 'PHONE', NULL), ('@bob:example.org', 'DEV', NULL),
+			('@carol:example.org', 'DEV', NULL)`,
+		`INSERT INTO one_time_keys VALUES
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:1', CAST('"one"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:2', CAST('"two"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:3', CAST('"three"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'curve25519', 2, 'curve25519:0', CAST('"zero"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'signed_curve25519', 1, 'signed_curve25519:1', CAST('"s1"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'signed_curve25519', 1, 'signed_curve25519:2', CAST('"s2"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'signed_curve25519', 2, 'signed_curve25519:3', CAST('"s3"' AS BLOB)),
+			('@alice:example.org', 'PHONE', 'signed_curve25519', 3, 'signed_curve25519:B', CAST('"pb"' AS BLOB)),
+			('@alice:example.org', 'PHONE', 'signed_curve25519', 3, 'signed_curve25519:A', CAST('"pa"' AS BLOB)),
+			('@bob:example.org', 'DEV', 'curve25519', 3, 'curve25519:1', CAST('"b1"' AS BLOB)),
+			('@carol:example.org', 'DEV', 'curve25519', 4, 'curve25519:1', CAST('"c1"' AS BLOB))`,
+		`INSERT INTO claim_cursors (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json) VALUES
+			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:2', CAST('"two"' AS BLOB)),
+			('@alice:example.org', 'DEV', 'signed_curve25519', 1, 'signed_curve25519:1', CAST('"s1"' AS BLOB)),
+			('@bob:example.org', 'DEV', 'curve25519', 3, 'curve25519:1', CAST('"b1"' AS BLOB)),
+			('@alice:example.org', 'PHONE', 'signed_curve25519', -1, '', x'')`,
+		`INSERT INTO claimed_keys VALUES ('@alice:example.org', 'DEV', 'curve25519:9')`,
+		`INSERT INTO fallback_keys VALUES
+			('@alice:example.org', 'PHONE', 'signed_curve25519', 'signed_curve25519:F', CAST('"pf"' AS BLOB), 1),
+			('@bob:example.org', 'DEV', 'curve25519', 'curve25519:F', CAST('"bf"' AS BLOB), 0)`,
+	)
+	for _, stmt := range v3 {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openStore(t, "sqlite:"+path)
+	equal(t, "schema versions", schemaVersions(t, s), knownVersions(s))
+	// Every key row is there, with its value, under its cursor.
+	var keys []string
+	err = sqliteEachRow(testCtx(t), mustPrepare(t, s.(*sqliteStore).reader, `
+		SELECT c.user_id, c.device_id, c.algorithm, k.batch, k.key_id, CAST(k.key_json AS TEXT)
+		FROM one_time_keys AS k JOIN claim_cursors AS c ON c.id = k.cursor_id
+		ORDER BY c.user_id, c.device_id, c.algorithm, k.batch, k.key_id`), func(rows *sql.Rows) error {
+		var batch int
+		var user, device, alg, keyID, value string
+		if err := rows.Scan(&user, &device, &alg, &batch, &keyID, &value); err != nil {
+			return err
+		}
+		keys = append(keys, fmt.Sprintf("%s %s %s %d %s %s", user, device, alg, batch, keyID, value))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "keys", keys, []string{
+		`@alice:example.org DEV curve25519 1 curve25519:1 "one"`,
+		`@alice:example.org DEV curve25519 1 curve25519:2 "two"`,
+		`@alice:example.org DEV curve25519 1 curve25519:3 "three"`,
+		`@alice:example.org DEV curve25519 2 curve25519:0 "zero"`,
+		`@alice:example.org DEV signed_curve25519 1 signed_curve25519:1 "s1"`,
+		`@alice:example.org DEV signed_curve25519 1 signed_curve25519:2 "s2"`,
+		`@alice:example.org DEV signed_curve25519 2 signed_curve25519:3 "s3"`,
+		`@alice:example.org PHONE signed_curve25519 3 signed_curve25519:A "pa"`,
+		`@alice:example.org PHONE signed_curve25519 3 signed_curve25519:B "pb"`,
+		`@bob:example.org DEV curve25519 3 curve25519:1 "b1"`,
+		`@carol:example.org DEV curve25519 4 curve25519:1 "c1"`,
+	})
+	var cursors int
+	if err := s.(*sqliteStore).reader.QueryRow(`SELECT count(*) FROM claim_cursors`).Scan(&cursors); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "cursors (carol's added)", cursors, 5)
+
+	equal(t, "alice counts", mustCounts(t, s, alice, "DEV"), Counts{sc: 2, "curve25519": 2})
+	equal(t, "alice's phone counts", mustCounts(t, s, alice, "PHONE"), Counts{sc: 2})
+	equal(t, "bob counts", mustCounts(t, s, bob, "DEV"), Counts{sc: 0})
+	equal(t, "carol counts", mustCounts(t, s, "@carol:example.org", "DEV"), Counts{sc: 0, "curve25519": 1})
+
+	// Claims go on after the cursors, in claim order; bob gets his fallback key.
+	got := mustClaim(t, s, Want{alice, "DEV", "curve25519"}, Want{alice, "DEV", sc},
+		Want{alice, "PHONE", sc}, Want{bob, "DEV", "curve25519"}, Want{"@carol:example.org", "DEV", "curve25519"})
+	var claimed []string
+	for _, c := range got {
+		claimed = append(claimed, fmt.Sprintf("%s %s %s %s %v", c.User, c.Device, c.KeyID, c.Key, c.Fallback))
+	}
+	equal(t, "first claim", claimed, []string{
+		`@alice:example.org DEV curve25519:3 "three" false`,
+		`@alice:example.org DEV signed_curve25519:2 "s2" false`,
+		`@alice:example.org PHONE signed_curve25519:A "pa" false`,
+		`@bob:example.org DEV curve25519:F "bf" true`,
+		`@carol:example.org DEV curve25519:1 "c1" false`,
+	})
+	// Every claimed ID (claimed by version 3, pruned by version 3, claimed just now) is refused
+	// on re-upload; only the new ID is stored.
+	equal(t, "re-upload", mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks(
+		`curve25519:1="one"`, `curve25519:2="two"`, `curve25519:3="three"`, `curve25519:9="nine"`,
+		`curve25519:4="four"`, `signed_curve25519:1="s1"`, `signed_curve25519:2="s2"`)}), Counts{sc: 1, "curve25519": 2})
+	equal(t, "alice", claimAll(t, s, alice, "DEV", "curve25519"), []string{"curve25519:0", "curve25519:4"})
+	equal(t, "alice signed", claimAll(t, s, alice, "DEV", sc), []string{"signed_curve25519:3"})
+	equal(t, "alice's phone", claimAll(t, s, alice, "PHONE", sc), []string{"signed_curve25519:B"})
+	equal(t, "alice's phone fallback", claimOne(t, s, alice, "PHONE", sc), "fallback:signed_curve25519:F")
+	equal(t, "bob", claimAll(t, s, bob, "DEV", "curve25519"), []string(nil))
+	equal(t, "carol", claimAll(t, s, "@carol:example.org", "DEV", "curve25519"), []string(nil))
+	got2, err := s.QueryDevices(testCtx(t), map[string][]string{alice: nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "device keys", string(got2[alice]["DEV"]), `{"a":1}`)
+	// A device that uploads after the migration gets a cursor with a new ID, and its keys.
+	mustUpload(t, s, "@dave:example.org", "DEV", Upload{OneTimeKeys: otks(`curve25519:1="d1"`, `curve25519:2="d2"`)})
+	equal(t, "dave", claimAll(t, s, "@dave:example.org", "DEV", "curve25519"), []string{"curve25519:1", "curve25519:2"})
 }
 
 // TestSQLiteCursorIDsAcrossProcesses: a store caches the IDs of claim cursors; a cursor that
