@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -143,37 +142,55 @@ var sqliteMigrations = []migration{
 		`CREATE UNIQUE INDEX claim_cursors_by_device ON claim_cursors (user_id, device_id, algorithm)`,
 	}},
 	{version: 4, statements: []string{
-		// One-time keys are keyed by the ID of their claim cursor instead of (user, device,
-		// algorithm): the primary key becomes (cursor_id, batch, key_id), same claim order
-		// within a (device, algorithm), same rows, same values.
+		// One-time keys are filed under their claim cursor, in claim order, in a rowid table:
+		// the rowid of a key (pos) is (cursor ID << 32) + its sequence number within the
+		// cursor (1, 2, 3, ... in claim order), and the cursor keeps the sequence number of the
+		// last key it handed out (last_seq, 0 if none) instead of (last_batch, last_key_id).
+		// Claim order does not change: an upload's keys come after every key stored before
+		// under the same cursor (the upload is serialised with every other write, draws the
+		// next numbers, and inserts its keys in key ID order), so sequence order is (batch,
+		// key ID) order. A key is claimed exactly when its sequence number is at most last_seq.
 		//
-		// Why: the claim's one seek per device into this table compared three TEXT columns at
-		// every level of the b-tree (a quarter of the keys server's CPU under 100-device
-		// claims); an integer compares in one step, and the shorter keys make the interior
-		// pages hold about twice as many (a level less for large tables). The claim, the counts,
-		// the prune and the re-upload check all reach the keys through the cursor, whose ID the
-		// claim already has.
+		// Why: the claim's seek of the next key was the largest single cost of the keys server
+		// (a quarter of its CPU under 100-device claims): one_time_keys was a WITHOUT ROWID
+		// table keyed by (user, device, algorithm, batch, key ID), an index b-tree whose
+		// interior pages hold whole rows (values included: a dozen per page, so five levels
+		// for a few hundred thousand keys), compared field by field as records. A rowid table
+		// is seeked by one integer, with interior pages of hundreds of (rowid, child) cells.
+		// Counts, the prune and the re-upload check are ranges of pos too.
 		//
-		// Every (device, algorithm) with one-time keys has had a cursor since version 2 (uploads
-		// create it); the first statement only makes sure of it, so that the copy below, a
-		// join on the cursor, cannot leave a key behind.
+		// Deleting a cursor deletes its keys (a trigger, as the foreign key cascade did).
+		//
+		// Every (device, algorithm) with one-time keys has had a cursor since version 2
+		// (uploads create it); the first statement only makes sure of it, so that the copy
+		// below, a join on the cursor, cannot leave a key behind.
 		`INSERT INTO claim_cursors (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json)
 		SELECT DISTINCT user_id, device_id, algorithm, -1, '', x'' FROM one_time_keys WHERE true
 		ON CONFLICT DO NOTHING`,
 		`CREATE TABLE one_time_keys_v4 (
-			cursor_id INTEGER NOT NULL, -- claim_cursors.id of the key's (device, algorithm)
-			batch     INTEGER NOT NULL,
-			key_id    TEXT NOT NULL,
-			key_json  BLOB NOT NULL,
-			PRIMARY KEY (cursor_id, batch, key_id),
-			FOREIGN KEY (cursor_id) REFERENCES claim_cursors (id) ON DELETE CASCADE
-		) WITHOUT ROWID`,
-		`INSERT INTO one_time_keys_v4 (cursor_id, batch, key_id, key_json)
-		SELECT c.id, k.batch, k.key_id, k.key_json FROM one_time_keys AS k
-		JOIN claim_cursors AS c ON c.user_id = k.user_id AND c.device_id = k.device_id AND c.algorithm = k.algorithm
-		ORDER BY c.id, k.batch, k.key_id`,
+			pos      INTEGER PRIMARY KEY, -- (claim_cursors.id << 32) + sequence number (from 1)
+			key_id   TEXT NOT NULL,
+			key_json BLOB NOT NULL
+		)`,
+		`INSERT INTO one_time_keys_v4 (pos, key_id, key_json)
+		SELECT (c.id << 32) + row_number() OVER (PARTITION BY c.id ORDER BY k.batch, k.key_id), k.key_id, k.key_json
+		FROM one_time_keys AS k
+		JOIN claim_cursors AS c ON c.user_id = k.user_id AND c.device_id = k.device_id AND c.algorithm = k.algorithm`,
+		// The cursor's position: the number of its keys still stored at or before it (keys
+		// pruned before are gone, and the sequence numbers above count the remaining ones).
+		`ALTER TABLE claim_cursors ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0`,
+		`UPDATE claim_cursors SET last_seq = (
+			SELECT count(*) FROM one_time_keys AS k
+			WHERE k.user_id = claim_cursors.user_id AND k.device_id = claim_cursors.device_id
+			  AND k.algorithm = claim_cursors.algorithm
+			  AND (k.batch, k.key_id) <= (claim_cursors.last_batch, claim_cursors.last_key_id))
+		WHERE last_batch >= 0`,
+		`ALTER TABLE claim_cursors DROP COLUMN last_batch`,
 		`DROP TABLE one_time_keys`,
 		`ALTER TABLE one_time_keys_v4 RENAME TO one_time_keys`,
+		`CREATE TRIGGER claim_cursors_delete_keys AFTER DELETE ON claim_cursors BEGIN
+			DELETE FROM one_time_keys WHERE pos > old.id << 32 AND pos < (old.id + 1) << 32;
+		END`,
 	}},
 }
 
@@ -220,14 +237,12 @@ var sqliteClaimChunks = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256}
 // sqliteClaimChunks; NULL IDs are padding and match nothing).
 //
 // For every cursor with a one-time key after it, it moves the cursor to the first such key in
-// claim order (oldest batch, then key ID) and returns that key. Per cursor that is a seek of the
-// cursor by its integer rowid (twice: SQLite collects the rows of a multi-row UPDATE first, then
-// updates them), one seek of the next key (the row-value comparison is a range on the primary key
-// of one_time_keys, so it starts right after the cursor and never walks the claimed keys), and
-// the rewrite of the cursor row in place, which also holds the value returned. The unary + on the
-// cursor's columns is needed for that range: it takes away their column affinity, and SQLite uses
-// a row-value comparison of two TEXT columns for the first index column only (here: batch), which
-// would walk the claimed keys of the cursor's batch (TestSQLitePlans checks the plan).
+// claim order (its next sequence number, schema version 4) and returns that key. Per cursor that
+// is a seek of the cursor by its integer rowid (twice: SQLite collects the rows of a multi-row
+// UPDATE first, then updates them), one seek of the next key by rowid (a range of pos that starts
+// right after the cursor and ends before the next cursor's keys, so claimed keys are never
+// walked; TestSQLitePlans checks the plan), and the rewrite of the cursor row in place, which
+// also holds the value returned.
 //
 // A cursor with no key after it gets no row: the subquery yields NULLs, which the NOT NULL
 // columns refuse, and OR IGNORE skips that row (no change, no RETURNING row). OR IGNORE matters
@@ -237,11 +252,11 @@ var sqliteClaimChunks = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256}
 func sqliteClaimOneTimeKeys(n int) string {
 	return `
 		UPDATE OR IGNORE claim_cursors
-		SET (last_batch, last_key_id, last_key_json) = (
-			SELECT k.batch, k.key_id, k.key_json FROM one_time_keys AS k
-			WHERE k.cursor_id = claim_cursors.id
-			  AND (k.batch, k.key_id) > (+claim_cursors.last_batch, +claim_cursors.last_key_id)
-			ORDER BY k.batch, k.key_id
+		SET (last_seq, last_key_id, last_key_json) = (
+			SELECT k.pos - (claim_cursors.id << 32), k.key_id, k.key_json FROM one_time_keys AS k
+			WHERE k.pos > (claim_cursors.id << 32) + claim_cursors.last_seq
+			  AND k.pos < (claim_cursors.id + 1) << 32
+			ORDER BY k.pos
 			LIMIT 1)
 		WHERE id IN (` + strings.TrimSuffix(strings.Repeat("?, ", n), ", ") + `)
 		RETURNING id, last_key_id, last_key_json`
@@ -270,17 +285,15 @@ func sqliteClaimFallbackKeys(n int) string {
 		RETURNING user_id, device_id, algorithm, key_id, key_json`
 }
 
-// sqliteInsertOneTimeKeys returns the statement that inserts n one-time keys (rows of user,
-// device, algorithm, batch, key ID, value; rows of NULLs are padding and skipped): one statement
-// per upload instead of one per key (see sqliteClaimChunks). Each key is filed under the ID of
-// its cursor, which must exist (the upload creates it first); a key without one would be
-// skipped, which the upload checks by counting the rows inserted.
+// sqliteInsertOneTimeKeys returns the statement that inserts n one-time keys (rows of pos, key
+// ID, value; rows of NULLs are padding and skipped): one statement per upload instead of one
+// per key (see sqliteClaimChunks).
 func sqliteInsertOneTimeKeys(n int) string {
 	return `
-		INSERT INTO one_time_keys (cursor_id, batch, key_id, key_json)
-		SELECT c.id, k.column4, k.column5, k.column6
-		FROM (VALUES ` + strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?), ", n), ", ") + `) AS k
-		JOIN claim_cursors AS c ON c.user_id = k.column1 AND c.device_id = k.column2 AND c.algorithm = k.column3`
+		INSERT INTO one_time_keys (pos, key_id, key_json)
+		SELECT column1, column2, column3
+		FROM (VALUES ` + sqliteValues(n) + `)
+		WHERE column1 IS NOT NULL`
 }
 
 // sqliteValues returns n rows "(?, ?, ?)" for a VALUES list.
@@ -307,21 +320,17 @@ const (
 		DO UPDATE SET device_keys = coalesce(excluded.device_keys, devices.device_keys)`
 
 	// The device's one-time keys among the key IDs of an upload (a JSON array): after the prune,
-	// all of them are unclaimed. The device's keys are one range of the primary key per cursor
-	// (algorithm); key_id is not indexed on its own.
+	// all of them are unclaimed. The keys of each cursor of the device are one range of pos;
+	// key_id is not indexed on its own.
 	sqliteUnclaimedAmong = `
 		SELECT k.key_id, k.key_json FROM claim_cursors AS c
-		JOIN one_time_keys AS k ON k.cursor_id = c.id
+		JOIN one_time_keys AS k ON k.pos > c.id << 32 AND k.pos < (c.id + 1) << 32
 		WHERE c.user_id = ? AND c.device_id = ?
 		  AND k.key_id IN (SELECT value FROM json_each(?))`
 	sqliteClaimedAmong = `
 		SELECT key_id FROM claimed_keys
 		WHERE user_id = ? AND device_id = ?
 		  AND key_id IN (SELECT value FROM json_each(?))`
-
-	// Upload batch numbers: a row is inserted to draw the next number and deleted at once.
-	sqliteNewBatch  = `INSERT INTO upload_batches DEFAULT VALUES RETURNING batch`
-	sqliteDropBatch = `DELETE FROM upload_batches WHERE batch = ?`
 
 	// A new fallback key replaces the old one of its algorithm and is unused; an identical
 	// re-upload (same key ID, same bytes) changes nothing and so keeps "used".
@@ -334,20 +343,28 @@ const (
 			   OR fallback_keys.key_json IS NOT excluded.key_json`
 
 	// sqliteCounts counts the one-time keys after the cursor (the unclaimed ones) per algorithm:
-	// every key has a cursor (schema version 4 files keys under it), and the range starts
-	// right after it (the unary + as in sqliteClaimOneTimeKeys), so claimed keys are not walked.
+	// a range of pos that starts right after the cursor, so claimed keys are not walked.
 	sqliteCounts = `
 		SELECT c.algorithm, count(*) FROM claim_cursors AS c
-		JOIN one_time_keys AS k ON k.cursor_id = c.id
+		JOIN one_time_keys AS k ON k.pos > (c.id << 32) + c.last_seq AND k.pos < (c.id + 1) << 32
 		WHERE c.user_id = ?1 AND c.device_id = ?2
-		  AND (k.batch, k.key_id) > (+c.last_batch, +c.last_key_id)
 		GROUP BY c.algorithm`
 
 	// sqliteCreateCursor gives a (device, algorithm) that receives one-time keys its cursor.
 	sqliteCreateCursor = `
-		INSERT INTO claim_cursors (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json)
-		VALUES (?, ?, ?, -1, '', x'')
+		INSERT INTO claim_cursors (user_id, device_id, algorithm, last_seq, last_key_id, last_key_json)
+		VALUES (?, ?, ?, 0, '', x'')
 		ON CONFLICT DO NOTHING`
+
+	// sqliteNextSeq returns the ID of a (device, algorithm)'s cursor and the last sequence number
+	// used under it: that of the newest key stored, or of the cursor when every key up to it has
+	// been pruned (numbers are never reused, so a new key is never taken for a claimed one).
+	sqliteNextSeq = `
+		SELECT c.id, max(c.last_seq, coalesce((
+			SELECT max(k.pos) FROM one_time_keys AS k
+			WHERE k.pos > c.id << 32 AND k.pos < (c.id + 1) << 32) - (c.id << 32), 0))
+		FROM claim_cursors AS c
+		WHERE c.user_id = ? AND c.device_id = ? AND c.algorithm = ?`
 
 	// sqliteClaimedCursors, sqlitePruneClaimedIDs and sqlitePruneClaimedKeys run in an upload of
 	// one-time keys: for each cursor of the device that has handed out keys, the claimed keys (at
@@ -355,16 +372,16 @@ const (
 	// check finds them. The bounds are parameters (no column affinity), so both statements are a
 	// range of the primary key that holds exactly the claimed keys.
 	sqliteClaimedCursors = `
-		SELECT id, last_batch, last_key_id FROM claim_cursors
-		WHERE user_id = ? AND device_id = ? AND last_batch >= 0`
+		SELECT id, last_seq FROM claim_cursors
+		WHERE user_id = ? AND device_id = ? AND last_seq > 0`
 	sqlitePruneClaimedIDs = `
 		INSERT INTO claimed_keys (user_id, device_id, key_id)
 		SELECT ?1, ?2, key_id FROM one_time_keys
-		WHERE cursor_id = ?3 AND (batch, key_id) <= (?4, ?5)
+		WHERE pos > ?3 << 32 AND pos <= (?3 << 32) + ?4
 		ON CONFLICT DO NOTHING`
 	sqlitePruneClaimedKeys = `
 		DELETE FROM one_time_keys
-		WHERE cursor_id = ?1 AND (batch, key_id) <= (?2, ?3)`
+		WHERE pos > ?1 << 32 AND pos <= (?1 << 32) + ?2`
 )
 
 // sqliteStore is the SQLite backend.
@@ -400,7 +417,7 @@ type sqliteStore struct {
 	// The statements of Upload (writer) and Counts (writer and readers).
 	upsertDevice, claimedCursors, pruneClaimedIDs, pruneClaimedKeys *sql.Stmt
 	unclaimedAmong, claimedAmong                                    *sql.Stmt
-	newBatch, dropBatch, createCursor, upsertFallbackKey            *sql.Stmt
+	nextSeq, createCursor, upsertFallbackKey                        *sql.Stmt
 	writerCounts, readerCounts                                      *sql.Stmt
 	statements                                                      []*sql.Stmt // all of them, for Close
 }
@@ -520,8 +537,7 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 		{&s.pruneClaimedKeys, s.writer, sqlitePruneClaimedKeys},
 		{&s.unclaimedAmong, s.writer, sqliteUnclaimedAmong},
 		{&s.claimedAmong, s.writer, sqliteClaimedAmong},
-		{&s.newBatch, s.writer, sqliteNewBatch},
-		{&s.dropBatch, s.writer, sqliteDropBatch},
+		{&s.nextSeq, s.writer, sqliteNextSeq},
 		{&s.createCursor, s.writer, sqliteCreateCursor},
 		{&s.upsertFallbackKey, s.writer, sqliteUpsertFallbackKey},
 		{&s.writerCounts, s.writer, sqliteCounts},
@@ -704,44 +720,8 @@ func (s *sqliteStore) upload(ctx context.Context, tx *sql.Tx, user, device strin
 			return err
 		}
 		if len(fresh) > 0 {
-			// This upload is one batch: a number no earlier upload had.
-			var batch int64
-			if err := tx.StmtContext(ctx, s.newBatch).QueryRowContext(ctx).Scan(&batch); err != nil {
-				return fmt.Errorf("batch: %w", err)
-			}
-			if _, err := tx.StmtContext(ctx, s.dropBatch).ExecContext(ctx, batch); err != nil {
-				return fmt.Errorf("batch: %w", err)
-			}
-			// Every algorithm gets its cursor first: the keys are filed under its ID.
-			var algorithms []string
-			for _, k := range fresh {
-				if !slices.Contains(algorithms, k.algorithm) {
-					algorithms = append(algorithms, k.algorithm)
-				}
-			}
-			for _, alg := range algorithms {
-				if _, err := tx.StmtContext(ctx, s.createCursor).ExecContext(ctx, user, device, alg); err != nil {
-					return fmt.Errorf("claim cursor: %w", err)
-				}
-			}
-			largest := sqliteClaimChunks[len(sqliteClaimChunks)-1]
-			for from := 0; from < len(fresh); from += largest {
-				chunk := fresh[from:min(from+largest, len(fresh))]
-				size := sqliteChunk(len(chunk))
-				args := make([]any, 0, 6*sqliteClaimChunks[size])
-				for _, k := range chunk {
-					args = append(args, user, device, k.algorithm, batch, k.keyID, k.value)
-				}
-				for len(args) < cap(args) {
-					args = append(args, nil) // padding: skipped
-				}
-				res, err := tx.StmtContext(ctx, s.insertOneTimeKeys[size]).ExecContext(ctx, args...)
-				if err != nil {
-					return fmt.Errorf("one-time keys: %w", err)
-				}
-				if n, err := res.RowsAffected(); err != nil || n != int64(len(chunk)) {
-					return fmt.Errorf("one-time keys: %d of %d inserted (%v)", n, len(chunk), err)
-				}
+			if err := s.storeOneTimeKeys(ctx, tx, user, device, fresh); err != nil {
+				return err
 			}
 		}
 	}
@@ -754,17 +734,70 @@ func (s *sqliteStore) upload(ctx context.Context, tx *sql.Tx, user, device strin
 	return nil
 }
 
+// sqliteMaxCursorID and sqliteMaxSeq bound the two halves of a one-time key's pos (schema
+// version 4): (cursor ID << 32) + sequence number must stay below 2^63.
+const (
+	sqliteMaxCursorID = 1<<31 - 1
+	sqliteMaxSeq      = 1<<32 - 1
+)
+
+// storeOneTimeKeys stores fresh one-time keys (in key ID order) under the cursors of their
+// algorithms, creating the cursors that do not exist yet, with the sequence numbers that follow
+// the last ones used: after every key stored before, so claim order is upload order, then key
+// ID order.
+func (s *sqliteStore) storeOneTimeKeys(ctx context.Context, tx *sql.Tx, user, device string, fresh []keyEntry) error {
+	type cursor struct {
+		id, seq int64
+	}
+	cursors := map[string]*cursor{}
+	for _, k := range fresh {
+		if cursors[k.algorithm] != nil {
+			continue
+		}
+		if _, err := tx.StmtContext(ctx, s.createCursor).ExecContext(ctx, user, device, k.algorithm); err != nil {
+			return fmt.Errorf("claim cursor: %w", err)
+		}
+		c := &cursor{}
+		if err := tx.StmtContext(ctx, s.nextSeq).QueryRowContext(ctx, user, device, k.algorithm).Scan(&c.id, &c.seq); err != nil {
+			return fmt.Errorf("claim cursor: %w", err)
+		}
+		if c.id <= 0 || c.id > sqliteMaxCursorID {
+			return fmt.Errorf("claim cursor ID %d out of range", c.id)
+		}
+		cursors[k.algorithm] = c
+	}
+	largest := sqliteClaimChunks[len(sqliteClaimChunks)-1]
+	for from := 0; from < len(fresh); from += largest {
+		chunk := fresh[from:min(from+largest, len(fresh))]
+		size := sqliteChunk(len(chunk))
+		args := make([]any, 0, 3*sqliteClaimChunks[size])
+		for _, k := range chunk {
+			c := cursors[k.algorithm]
+			if c.seq++; c.seq > sqliteMaxSeq {
+				return fmt.Errorf("one-time keys: device %q of %q has used up the sequence numbers of %q", device, user, k.algorithm)
+			}
+			args = append(args, c.id<<32+c.seq, k.keyID, k.value)
+		}
+		for len(args) < cap(args) {
+			args = append(args, nil) // padding: skipped
+		}
+		if _, err := tx.StmtContext(ctx, s.insertOneTimeKeys[size]).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("one-time keys: %w", err)
+		}
+	}
+	return nil
+}
+
 // pruneClaimed moves the device's claimed one-time keys out of one_time_keys: their IDs go to
 // claimed_keys. Afterwards every key of the device in one_time_keys is unclaimed.
 func (s *sqliteStore) pruneClaimed(ctx context.Context, tx *sql.Tx, user, device string) error {
 	type cursor struct {
-		id, batch int64
-		keyID     string
+		id, seq int64
 	}
 	var cursors []cursor
 	err := sqliteEachRow(ctx, tx.StmtContext(ctx, s.claimedCursors), func(rows *sql.Rows) error {
 		var c cursor
-		if err := rows.Scan(&c.id, &c.batch, &c.keyID); err != nil {
+		if err := rows.Scan(&c.id, &c.seq); err != nil {
 			return err
 		}
 		cursors = append(cursors, c)
@@ -774,10 +807,10 @@ func (s *sqliteStore) pruneClaimed(ctx context.Context, tx *sql.Tx, user, device
 		return err
 	}
 	for _, c := range cursors {
-		if _, err := tx.StmtContext(ctx, s.pruneClaimedIDs).ExecContext(ctx, user, device, c.id, c.batch, c.keyID); err != nil {
+		if _, err := tx.StmtContext(ctx, s.pruneClaimedIDs).ExecContext(ctx, user, device, c.id, c.seq); err != nil {
 			return err
 		}
-		if _, err := tx.StmtContext(ctx, s.pruneClaimedKeys).ExecContext(ctx, c.id, c.batch, c.keyID); err != nil {
+		if _, err := tx.StmtContext(ctx, s.pruneClaimedKeys).ExecContext(ctx, c.id, c.seq); err != nil {
 			return err
 		}
 	}

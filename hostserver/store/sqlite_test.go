@@ -117,11 +117,10 @@ func TestSQLiteClaimHonoursContext(t *testing.T) {
 
 // TestSQLitePlans checks the query plans of the statements that must not read more than they
 // need. The claim: the cursor IDs drive the search (each cursor found by its rowid), and the
-// next key is found by a range seek that starts right after the cursor, on both columns of the
-// claim order. Were the range on the batch alone (what SQLite does for a row-value comparison of
-// two TEXT columns, see sqliteClaimOneTimeKeys), every claim would walk the claimed keys of the
-// cursor's batch. The lookup of cursor IDs, the counts and the prune's cursors: the unique index
-// of the cursors. The prune of an upload: a range holding exactly the claimed keys.
+// next key is found by a rowid range of one_time_keys that starts right after the cursor (schema
+// version 4), so claims never walk the claimed keys. The lookup of cursor IDs, the counts and
+// the prune's cursors: the unique index of the cursors. The prune of an upload, the counts, the
+// re-upload check and the next sequence number: rowid ranges of one cursor's keys.
 func TestSQLitePlans(t *testing.T) {
 	s := openStore(t, sqliteBackend.freshDSN(t)).(*sqliteStore)
 	type check struct {
@@ -131,21 +130,25 @@ func TestSQLitePlans(t *testing.T) {
 		steps []string // these steps in this order (others may come between); no table scan
 	}
 	checks := []check{
-		{"prune claimed IDs", sqlitePruneClaimedIDs, []any{alice, "DEV", 1, 1, "k"}, []string{
-			"SEARCH one_time_keys USING PRIMARY KEY (cursor_id=? AND (batch,key_id)<(?,?))",
+		{"prune claimed IDs", sqlitePruneClaimedIDs, []any{alice, "DEV", 1, 1}, []string{
+			"SEARCH one_time_keys USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
 		}},
-		{"prune claimed keys", sqlitePruneClaimedKeys, []any{1, 1, "k"}, []string{
-			"SEARCH one_time_keys USING PRIMARY KEY (cursor_id=? AND (batch,key_id)<(?,?))",
+		{"prune claimed keys", sqlitePruneClaimedKeys, []any{1, 1}, []string{
+			"SEARCH one_time_keys USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
 		}},
 		{"unclaimed among", sqliteUnclaimedAmong, []any{alice, "DEV", `["k"]`}, []string{
 			"SEARCH c USING COVERING INDEX claim_cursors_by_device (user_id=? AND device_id=?)",
-			"SEARCH k USING PRIMARY KEY (cursor_id=?)",
+			"SEARCH k USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
+		}},
+		{"next sequence number", sqliteNextSeq, []any{alice, "DEV", sc}, []string{
+			"SEARCH c USING INDEX claim_cursors_by_device (user_id=? AND device_id=? AND algorithm=?)",
+			"SEARCH k USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
 		}},
 	}
 	checks = append(checks,
 		check{"counts", sqliteCounts, []any{alice, "DEV"}, []string{
 			"SEARCH c USING INDEX claim_cursors_by_device (user_id=? AND device_id=?)",
-			"SEARCH k USING PRIMARY KEY (cursor_id=? AND (batch,key_id)>(?,?))",
+			"SEARCH k USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
 		}},
 		check{"claimed cursors", sqliteClaimedCursors, []any{alice, "DEV"}, []string{
 			"SEARCH claim_cursors USING INDEX claim_cursors_by_device (user_id=? AND device_id=?)",
@@ -154,9 +157,7 @@ func TestSQLitePlans(t *testing.T) {
 	for _, n := range sqliteClaimChunks {
 		checks = append(checks, check{fmt.Sprintf("claim of %d", n), sqliteClaimOneTimeKeys(n), make([]any, n), []string{
 			"SEARCH claim_cursors USING INTEGER PRIMARY KEY (rowid=?)",
-			"SEARCH k USING PRIMARY KEY (cursor_id=? AND (batch,key_id)>(?,?))",
-		}}, check{fmt.Sprintf("insert %d keys", n), sqliteInsertOneTimeKeys(n), make([]any, 6*n), []string{
-			"SEARCH c USING COVERING INDEX claim_cursors_by_device (user_id=? AND device_id=? AND algorithm=?)",
+			"SEARCH k USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
 		}}, check{fmt.Sprintf("find cursors of %d", n), sqliteFindCursors(n), make([]any, 4*n), []string{
 			"SEARCH c USING COVERING INDEX claim_cursors_by_device (user_id=? AND device_id=? AND algorithm=?)",
 		}})
@@ -181,7 +182,7 @@ func TestSQLitePlans(t *testing.T) {
 		next := 0
 		for _, step := range plan {
 			if strings.HasPrefix(step, "SCAN") && !strings.Contains(step, "VALUES") && !strings.Contains(step, "CONSTANT ROW") && step != "SCAN want" &&
-				step != "SCAN k" /* the VALUES of an insert of one key */ && !strings.HasPrefix(step, "SCAN json_each") {
+				!strings.HasPrefix(step, "SCAN json_each") {
 				next = -1
 				break
 			}
@@ -307,7 +308,7 @@ func TestSQLiteMigratesVersion2(t *testing.T) {
 	equal(t, "schema versions", schemaVersions(t, s), knownVersions(s))
 	var cursors []string
 	err = sqliteEachRow(testCtx(t), mustPrepare(t, s.(*sqliteStore).reader, `
-		SELECT id, user_id, device_id, algorithm, last_batch, last_key_id, CAST(last_key_json AS TEXT)
+		SELECT id, user_id, device_id, algorithm, last_seq, last_key_id, CAST(last_key_json AS TEXT)
 		FROM claim_cursors ORDER BY id`), func(rows *sql.Rows) error {
 		var id, batch int
 		var user, device, alg, keyID, value string
@@ -320,10 +321,12 @@ func TestSQLiteMigratesVersion2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// (Since version 4 a cursor's position is the sequence number of its last key: curve25519:2
+	// is alice's second curve25519 key; 0 is before every key.)
 	equal(t, "cursors", cursors, []string{
-		`1 @alice:example.org DEV curve25519 1 curve25519:2 "two"`,
-		`2 @alice:example.org DEV signed_curve25519 -1  `,
-		`3 @bob:example.org DEV curve25519 -1  `,
+		`1 @alice:example.org DEV curve25519 2 curve25519:2 "two"`,
+		`2 @alice:example.org DEV signed_curve25519 0  `,
+		`3 @bob:example.org DEV curve25519 0  `,
 	})
 	equal(t, "alice counts", mustCounts(t, s, alice, "DEV"), Counts{sc: 1, "curve25519": 2})
 	equal(t, "bob counts", mustCounts(t, s, bob, "DEV"), Counts{sc: 0, "curve25519": 1})
@@ -376,7 +379,7 @@ func TestSQLiteMigratesVersion3(t *testing.T) {
 		`DELETE FROM upload_batches`,
 		`INSERT INTO devices VALUES ('@alice:example.org', 'DEV', CAST('{"a":1}' AS BLOB)),
 			('@alice:example.org', 'PHONE', NULL), ('@bob:example.org', 'DEV', NULL),
-			('@carol:example.org', 'DEV', NULL)`,
+			('@carol:example.org', 'DEV', NULL), ('@eve:example.org', 'DEV', NULL)`,
 		`INSERT INTO one_time_keys VALUES
 			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:1', CAST('"one"' AS BLOB)),
 			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:2', CAST('"two"' AS BLOB)),
@@ -388,13 +391,15 @@ func TestSQLiteMigratesVersion3(t *testing.T) {
 			('@alice:example.org', 'PHONE', 'signed_curve25519', 3, 'signed_curve25519:B', CAST('"pb"' AS BLOB)),
 			('@alice:example.org', 'PHONE', 'signed_curve25519', 3, 'signed_curve25519:A', CAST('"pa"' AS BLOB)),
 			('@bob:example.org', 'DEV', 'curve25519', 3, 'curve25519:1', CAST('"b1"' AS BLOB)),
-			('@carol:example.org', 'DEV', 'curve25519', 4, 'curve25519:1', CAST('"c1"' AS BLOB))`,
+			('@carol:example.org', 'DEV', 'curve25519', 4, 'curve25519:1', CAST('"c1"' AS BLOB)),
+			('@eve:example.org', 'DEV', 'curve25519', 3, 'curve25519:1', CAST('"e1"' AS BLOB))`,
 		`INSERT INTO claim_cursors (user_id, device_id, algorithm, last_batch, last_key_id, last_key_json) VALUES
 			('@alice:example.org', 'DEV', 'curve25519', 1, 'curve25519:2', CAST('"two"' AS BLOB)),
 			('@alice:example.org', 'DEV', 'signed_curve25519', 1, 'signed_curve25519:1', CAST('"s1"' AS BLOB)),
 			('@bob:example.org', 'DEV', 'curve25519', 3, 'curve25519:1', CAST('"b1"' AS BLOB)),
-			('@alice:example.org', 'PHONE', 'signed_curve25519', -1, '', x'')`,
-		`INSERT INTO claimed_keys VALUES ('@alice:example.org', 'DEV', 'curve25519:9')`,
+			('@alice:example.org', 'PHONE', 'signed_curve25519', -1, '', x''),
+			('@eve:example.org', 'DEV', 'curve25519', 2, 'curve25519:0', CAST('"e0"' AS BLOB))`,
+		`INSERT INTO claimed_keys VALUES ('@alice:example.org', 'DEV', 'curve25519:9'), ('@eve:example.org', 'DEV', 'curve25519:0')`,
 		`INSERT INTO fallback_keys VALUES
 			('@alice:example.org', 'PHONE', 'signed_curve25519', 'signed_curve25519:F', CAST('"pf"' AS BLOB), 1),
 			('@bob:example.org', 'DEV', 'curve25519', 'curve25519:F', CAST('"bf"' AS BLOB), 0)`,
@@ -413,9 +418,9 @@ func TestSQLiteMigratesVersion3(t *testing.T) {
 	// Every key row is there, with its value, under its cursor.
 	var keys []string
 	err = sqliteEachRow(testCtx(t), mustPrepare(t, s.(*sqliteStore).reader, `
-		SELECT c.user_id, c.device_id, c.algorithm, k.batch, k.key_id, CAST(k.key_json AS TEXT)
-		FROM one_time_keys AS k JOIN claim_cursors AS c ON c.id = k.cursor_id
-		ORDER BY c.user_id, c.device_id, c.algorithm, k.batch, k.key_id`), func(rows *sql.Rows) error {
+		SELECT c.user_id, c.device_id, c.algorithm, k.pos - (c.id << 32), k.key_id, CAST(k.key_json AS TEXT)
+		FROM one_time_keys AS k JOIN claim_cursors AS c ON c.id = k.pos >> 32
+		ORDER BY c.user_id, c.device_id, c.algorithm, k.pos`), func(rows *sql.Rows) error {
 		var batch int
 		var user, device, alg, keyID, value string
 		if err := rows.Scan(&user, &device, &alg, &batch, &keyID, &value); err != nil {
@@ -427,24 +432,46 @@ func TestSQLiteMigratesVersion3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// (user, device, algorithm, sequence number, key ID, value): the sequence numbers follow
+	// the claim order of version 3, (batch, key ID).
 	equal(t, "keys", keys, []string{
 		`@alice:example.org DEV curve25519 1 curve25519:1 "one"`,
-		`@alice:example.org DEV curve25519 1 curve25519:2 "two"`,
-		`@alice:example.org DEV curve25519 1 curve25519:3 "three"`,
-		`@alice:example.org DEV curve25519 2 curve25519:0 "zero"`,
+		`@alice:example.org DEV curve25519 2 curve25519:2 "two"`,
+		`@alice:example.org DEV curve25519 3 curve25519:3 "three"`,
+		`@alice:example.org DEV curve25519 4 curve25519:0 "zero"`,
 		`@alice:example.org DEV signed_curve25519 1 signed_curve25519:1 "s1"`,
-		`@alice:example.org DEV signed_curve25519 1 signed_curve25519:2 "s2"`,
-		`@alice:example.org DEV signed_curve25519 2 signed_curve25519:3 "s3"`,
-		`@alice:example.org PHONE signed_curve25519 3 signed_curve25519:A "pa"`,
-		`@alice:example.org PHONE signed_curve25519 3 signed_curve25519:B "pb"`,
-		`@bob:example.org DEV curve25519 3 curve25519:1 "b1"`,
-		`@carol:example.org DEV curve25519 4 curve25519:1 "c1"`,
+		`@alice:example.org DEV signed_curve25519 2 signed_curve25519:2 "s2"`,
+		`@alice:example.org DEV signed_curve25519 3 signed_curve25519:3 "s3"`,
+		`@alice:example.org PHONE signed_curve25519 1 signed_curve25519:A "pa"`,
+		`@alice:example.org PHONE signed_curve25519 2 signed_curve25519:B "pb"`,
+		`@bob:example.org DEV curve25519 1 curve25519:1 "b1"`,
+		`@carol:example.org DEV curve25519 1 curve25519:1 "c1"`,
+		`@eve:example.org DEV curve25519 1 curve25519:1 "e1"`,
 	})
-	var cursors int
-	if err := s.(*sqliteStore).reader.QueryRow(`SELECT count(*) FROM claim_cursors`).Scan(&cursors); err != nil {
+	// Every cursor where it was (carol's added, before her key).
+	var cursors []string
+	err = sqliteEachRow(testCtx(t), mustPrepare(t, s.(*sqliteStore).reader, `
+		SELECT user_id, device_id, algorithm, last_seq, last_key_id, CAST(last_key_json AS TEXT)
+		FROM claim_cursors ORDER BY id`), func(rows *sql.Rows) error {
+		var seq int
+		var user, device, alg, keyID, value string
+		if err := rows.Scan(&user, &device, &alg, &seq, &keyID, &value); err != nil {
+			return err
+		}
+		cursors = append(cursors, fmt.Sprintf("%s %s %s %d %s %s", user, device, alg, seq, keyID, value))
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	equal(t, "cursors (carol's added)", cursors, 5)
+	equal(t, "cursors", cursors, []string{
+		`@alice:example.org DEV curve25519 2 curve25519:2 "two"`,
+		`@alice:example.org DEV signed_curve25519 1 signed_curve25519:1 "s1"`,
+		`@bob:example.org DEV curve25519 1 curve25519:1 "b1"`,
+		`@alice:example.org PHONE signed_curve25519 0  `,
+		`@eve:example.org DEV curve25519 0 curve25519:0 "e0"`,
+		`@carol:example.org DEV curve25519 0  `,
+	})
 
 	equal(t, "alice counts", mustCounts(t, s, alice, "DEV"), Counts{sc: 2, "curve25519": 2})
 	equal(t, "alice's phone counts", mustCounts(t, s, alice, "PHONE"), Counts{sc: 2})
@@ -476,6 +503,15 @@ func TestSQLiteMigratesVersion3(t *testing.T) {
 	equal(t, "alice's phone fallback", claimOne(t, s, alice, "PHONE", sc), "fallback:signed_curve25519:F")
 	equal(t, "bob", claimAll(t, s, bob, "DEV", "curve25519"), []string(nil))
 	equal(t, "carol", claimAll(t, s, "@carol:example.org", "DEV", "curve25519"), []string(nil))
+	// eve: her pruned key stays refused, her stored one is next, a new one comes after it.
+	eve := "@eve:example.org"
+	equal(t, "eve counts", mustCounts(t, s, eve, "DEV"), Counts{sc: 0, "curve25519": 1})
+	equal(t, "eve re-upload", mustUpload(t, s, eve, "DEV", Upload{OneTimeKeys: otks(
+		`curve25519:0="e0"`, `curve25519:1="e1"`, `curve25519:2="e2"`)}), Counts{sc: 0, "curve25519": 2})
+	equal(t, "eve", claimAll(t, s, eve, "DEV", "curve25519"), []string{"curve25519:1", "curve25519:2"})
+	equal(t, "eve after an upload that prunes everything", mustUpload(t, s, eve, "DEV", Upload{OneTimeKeys: otks(
+		`curve25519:1="e1"`, `curve25519:3="e3"`)}), Counts{sc: 0, "curve25519": 1})
+	equal(t, "eve's last", claimAll(t, s, eve, "DEV", "curve25519"), []string{"curve25519:3"})
 	got2, err := s.QueryDevices(testCtx(t), map[string][]string{alice: nil})
 	if err != nil {
 		t.Fatal(err)
