@@ -549,3 +549,25 @@ func mustPrepare(t testing.TB, db *sql.DB, query string) *sql.Stmt {
 	t.Cleanup(func() { _ = st.Close() })
 	return st
 }
+
+// TestSQLiteDeletingADeviceDeletesItsKeys: one-time keys are filed under their cursor by pos
+// (schema version 4), not by a foreign key; a trigger deletes a cursor's keys with it, so the
+// cascade from a deleted device still leaves none behind, and touches no other device's keys.
+func TestSQLiteDeletingADeviceDeletesItsKeys(t *testing.T) {
+	s := openStore(t, sqliteBackend.freshDSN(t)).(*sqliteStore)
+	mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks(`curve25519:1="a1"`, `signed_curve25519:1="s1"`)})
+	mustUpload(t, s, bob, "DEV", Upload{OneTimeKeys: otks(`curve25519:1="b1"`)})
+	if _, err := s.writer.ExecContext(testCtx(t), `DELETE FROM devices WHERE user_id = ?`, alice); err != nil {
+		t.Fatal(err)
+	}
+	var keys, cursors int
+	if err := s.writer.QueryRowContext(testCtx(t), `SELECT count(*) FROM one_time_keys`).Scan(&keys); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.writer.QueryRowContext(testCtx(t), `SELECT count(*) FROM claim_cursors`).Scan(&cursors); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "keys left", keys, 1)
+	equal(t, "cursors left", cursors, 1)
+	equal(t, "bob", claimAll(t, s, bob, "DEV", "curve25519"), []string{"curve25519:1"})
+}
