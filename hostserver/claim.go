@@ -84,7 +84,7 @@ func (s *Server) claimLocal(ctx context.Context, users []core.UserClaim) (core.L
 	for i := range users {
 		n += len(users[i].Devices)
 	}
-	local := core.LocalResults{}
+	local := make(core.LocalResults, len(users))
 	if n == 0 {
 		return local, claimCounts{}, nil
 	}
@@ -99,12 +99,18 @@ func (s *Server) claimLocal(ctx context.Context, users []core.UserClaim) (core.L
 	if err != nil {
 		return nil, claimCounts{}, s.storeFailed("claim", err)
 	}
+	// Each user's map is made at its final size, the number of devices requested of that user
+	// (map growth showed in the CPU profile of 100-device claims).
+	requested := make(map[core.UserID]int, len(users))
+	for i := range users {
+		requested[users[i].User] += len(users[i].Devices)
+	}
 	var counts claimCounts
 	for _, k := range claimed {
 		user := core.UserID(k.User)
 		devs := local[user]
 		if devs == nil {
-			devs = map[core.DeviceID]core.ClaimedKey{}
+			devs = make(map[core.DeviceID]core.ClaimedKey, requested[user])
 			local[user] = devs
 		}
 		devs[core.DeviceID(k.Device)] = core.ClaimedKey{KeyID: core.KeyID(k.KeyID), Key: k.Key, Fallback: k.Fallback}

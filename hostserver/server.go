@@ -301,6 +301,10 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			route = "unmatched"
 		}
 		s.metrics.latency.WithLabelValues(route, c.Request().Method, strconv.Itoa(status)).Observe(elapsed.Seconds())
+		ctx := c.Request().Context()
+		if !s.logger.Enabled(ctx, slog.LevelInfo) { // --log-level warn or error: no request line to build
+			return nil
+		}
 		attrs := []slog.Attr{
 			slog.String("method", c.Request().Method),
 			slog.String("path", c.Request().URL.Path),
@@ -317,7 +321,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			_, merr := toHTTP(err)
 			attrs = append(attrs, slog.String("errcode", string(merr.Code)))
 		}
-		s.logger.LogAttrs(c.Request().Context(), slog.LevelInfo, "request", attrs...)
+		s.logger.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 		return nil
 	}
 }
@@ -433,8 +437,11 @@ func (s *Server) storeFailed(op string, err error) error {
 	return internalErr("accessing the key store", fmt.Errorf("store %s: %w", op, err))
 }
 
-// writeJSON answers 200 with a JSON body built by the caller.
+// writeJSON answers 200 with a JSON body built by the caller. The length is known, so it is
+// sent as Content-Length: without it net/http sends any body over 2 KiB (a claim of more than
+// a few devices) chunked, in more write calls.
 func writeJSON(c echo.Context, body []byte) error {
+	c.Response().Header()[echo.HeaderContentLength] = []string{strconv.Itoa(len(body))}
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, body)
 }
 
