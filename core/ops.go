@@ -413,7 +413,7 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 	resp := newResponse(req, opts.Mode, federation)
 	resp.alias = true // input and the bodies decoded from it outlive resp, which is encoded below
 	if raw, ok := f.get("local"); ok {
-		d := decoder{data: raw}
+		d := decoder{data: raw, depth: 1} // inside the input object: the nesting limit counts from there
 		if k, ok := d.kind(); !ok || k != KindObject {
 			return nil, bodies.check(input, errorf(CodeBadJSON, "local must be an object of user ID to device ID to key ID to key"))
 		}

@@ -1,6 +1,9 @@
 package core
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // FuzzSkipAgreesWithRead: skipping a value (which validates strings in place) accepts and
 // rejects exactly what reading it does, with the same error.
@@ -81,6 +84,11 @@ func FuzzDeferredLocalCheck(f *testing.F) {
 			f.Add([]byte(`{"server_name":"hs1","request":`+req+`,"local":`+local+tail), false)
 			f.Add([]byte(`{"server_name":"hs1","local":`+local+`,"request":`+req+tail), true)
 		}
+	}
+	for n := 58; n <= 64; n++ { // around the nesting limit, which counts from the input object
+		deep := strings.Repeat("[", n) + strings.Repeat("]", n)
+		f.Add([]byte(`{"server_name":"hs1","request":`+req+`,"local":{"@a:hs1":{"D":{"signed_curve25519:A":{"key":"k","x":`+deep+`}}}}}`), false)
+		f.Add([]byte(`{"server_name":"hs1","request":`+req+`,"local":{"@z:hs1":`+deep+`}}`), true)
 	}
 	f.Fuzz(func(t *testing.T, input []byte, federation bool) {
 		run := func(first bool) ([]byte, error) {
