@@ -85,10 +85,18 @@ func FuzzDeferredLocalCheck(f *testing.F) {
 			f.Add([]byte(`{"server_name":"hs1","local":`+local+`,"request":`+req+tail), true)
 		}
 	}
+	for _, r := range []string{`{"one_time_keys":{"@a:hs1":{"D":[}]}}}`, `{"one_time_keys":{"@a:hs1":{"D":"x","D":"y"}}}`,
+		`{"one_time_keys":{"bad":{}}}`, `{"one_time_keys":{"@a:hs1":{"D":"\xff"}},"timeout":1}`, `{"one_time_keys":{},"x":{"y":"z"}}`, `{"one_time_keys":{"@a:hs1":{"D":"x"}}`} {
+		for _, tail := range []string{`}`, `,"local":{"@a:hs1":[}]}`, `,"local":{"@a:hs1":{}}}`, `,"zzz":1}`} {
+			f.Add([]byte(`{"server_name":"hs1","request":`+r+tail), false)
+			f.Add([]byte(`{"mode":"x","request":`+r+`,"server_name":"hs1"`+tail), true)
+		}
+	}
 	for n := 58; n <= 64; n++ { // around the nesting limit, which counts from the input object
 		deep := strings.Repeat("[", n) + strings.Repeat("]", n)
 		f.Add([]byte(`{"server_name":"hs1","request":`+req+`,"local":{"@a:hs1":{"D":{"signed_curve25519:A":{"key":"k","x":`+deep+`}}}}}`), false)
 		f.Add([]byte(`{"server_name":"hs1","request":`+req+`,"local":{"@z:hs1":`+deep+`}}`), true)
+		f.Add([]byte(`{"server_name":"hs1","request":{"one_time_keys":{},"x":`+deep+`}}`), false)
 	}
 	f.Fuzz(func(t *testing.T, input []byte, federation bool) {
 		run := func(first bool) ([]byte, error) {
