@@ -2,11 +2,10 @@ package hostserver
 
 import (
 	"context"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/keyclaim/keyclaim/core"
+	"github.com/keyclaim/keyclaim/hostserver/federation"
 )
 
 // Federation reaches remote servers for the client endpoints: it claims and queries keys of
@@ -60,7 +59,7 @@ func (NoFederation) QueryKeys(context.Context, core.ServerName, []byte) core.Rem
 
 // StatusRemoteTimeout is the failure status of a remote server that did not answer within the
 // request's timeout.
-const StatusRemoteTimeout = 504
+const StatusRemoteTimeout = federation.StatusTimeout
 
 // fanoutTimeout is how long a client request waits for remote servers: the request's timeout,
 // at most --federation-timeout-cap.
@@ -68,48 +67,13 @@ func (s *Server) fanoutTimeout(requested time.Duration) time.Duration {
 	return min(requested, s.cfg.FederationTimeoutCap)
 }
 
-// fanout calls call for every server in parallel and collects the outcomes, waiting at most
-// timeout (BRIEF section 4: the timeout bounds the whole fan-out). A server that has not answered
-// by then gets a timeout failure; its call is cancelled.
-func fanout(ctx context.Context, timeout time.Duration, servers []core.ServerName, bodies [][]byte,
-	call func(ctx context.Context, server core.ServerName, body []byte) core.RemoteOutcome) map[core.ServerName]core.RemoteOutcome {
-	out := make(map[core.ServerName]core.RemoteOutcome, len(servers))
-	if len(servers) == 0 {
-		return out
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var mu sync.Mutex
-	done := make(chan struct{})
-	var wg sync.WaitGroup
+// fanout calls call for every server in parallel, server i with bodies[i], through
+// federation.FanOut: it waits at most timeout, and a server that has not answered by then gets a
+// 504 failure; its call is cancelled and its late answer dropped.
+func fanout(ctx context.Context, timeout time.Duration, servers []core.ServerName, bodies [][]byte, call federation.CallFunc) map[core.ServerName]core.RemoteOutcome {
+	reqs := make([]federation.Request, len(servers))
 	for i, s := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o := call(ctx, s, bodies[i])
-			mu.Lock()
-			defer mu.Unlock()
-			if out != nil {
-				out[s] = o
-			}
-		}()
+		reqs[i] = federation.Request{Destination: s, Body: bodies[i]}
 	}
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	res := out
-	out = nil // late answers are dropped
-	for _, s := range servers {
-		if _, ok := res[s]; !ok {
-			res[s] = core.RemoteOutcome{Failure: &core.Failure{
-				Status:  StatusRemoteTimeout,
-				Message: "no answer from " + string(s) + " within the timeout of " + strconv.FormatInt(timeout.Milliseconds(), 10) + " ms",
-			}}
-		}
-	}
-	return res
+	return federation.FanOut(ctx, call, reqs, timeout)
 }

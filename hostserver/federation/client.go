@@ -418,15 +418,16 @@ type CallFunc func(ctx context.Context, destination core.ServerName, body []byte
 
 // FanOut sends all requests in parallel with call and returns every destination's outcome once
 // all have answered or timeout has passed (or ctx is done), whichever is first: it never waits
-// longer. A destination without an answer by then gets a failure, 504 "timed out after ..."
-// (503 when ctx was cancelled), and its call's context is cancelled. A destination given twice
-// is sent once, with its first body.
+// longer (BRIEF section 4: the timeout bounds the whole fan-out). A destination without an answer
+// by then gets a failure, 504 "no answer from <destination> within the timeout of <N> ms" (503
+// when ctx was cancelled), its call's context is cancelled, and its late answer is dropped. A
+// destination given twice is sent once, with its first body. The keys server's client endpoints
+// fan out through it.
 func FanOut(ctx context.Context, call CallFunc, reqs []Request, timeout time.Duration) map[core.ServerName]core.RemoteOutcome {
 	out := make(map[core.ServerName]core.RemoteOutcome, len(reqs))
 	if len(reqs) == 0 {
 		return out
 	}
-	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type answer struct {
@@ -448,10 +449,9 @@ func FanOut(ctx context.Context, call CallFunc, reqs []Request, timeout time.Dur
 			out[a.dest] = a.outcome
 			delete(pending, a.dest)
 		case <-ctx.Done():
-			elapsed := time.Since(start).Round(time.Millisecond)
 			for dest := range pending {
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					out[dest] = failed(StatusTimeout, fmt.Sprintf("timed out after %s waiting for %s", elapsed, dest))
+					out[dest] = failed(StatusTimeout, fmt.Sprintf("no answer from %s within the timeout of %d ms", dest, timeout.Milliseconds()))
 				} else {
 					out[dest] = failed(StatusUnavailable, fmt.Sprintf("the request to %s was cancelled", dest))
 				}

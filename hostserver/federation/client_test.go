@@ -383,7 +383,7 @@ func TestFanOut(t *testing.T) {
 	if o := out["refused.test"]; o.Failure == nil || o.Failure.Status != 503 {
 		t.Errorf("refused.test: %+v", o)
 	}
-	if o := out["hang.test"]; o.Failure == nil || o.Failure.Status != 504 || !strings.Contains(o.Failure.Message, "timed out after") {
+	if o := out["hang.test"]; o.Failure == nil || o.Failure.Status != 504 || o.Failure.Message != "no answer from hang.test within the timeout of 400 ms" {
 		t.Errorf("hang.test: %+v", o.Failure)
 	}
 
