@@ -9,7 +9,7 @@
 # Synapse is stopped when the script ends, however it ends. Running it again starts afresh.
 #
 # Where the package index cannot be reached (and Synapse is not installed yet) it says so and
-# exits 0. Settings: SYNAPSE_VERSION (default below), SYNAPSE_VENV (default ./var/synapse-venv),
+# exits 0, except in CI (CI set, as .ci/run does), where that fails. Settings: SYNAPSE_VERSION (default below), SYNAPSE_VENV (default ./var/synapse-venv),
 # PYTHON (default python3), GO (default go).
 set -euo pipefail
 
@@ -39,6 +39,7 @@ installed_version() {
 }
 if [ "$(installed_version)" != "$SYNAPSE_VERSION" ]; then
 	if ! command -v "$PYTHON" >/dev/null; then
+		[ -n "${CI:-}" ] && fail "$PYTHON not found (in CI this test may not be skipped)"
 		say "$PYTHON not found, skipped"
 		exit 0
 	fi
@@ -48,6 +49,7 @@ if [ "$(installed_version)" != "$SYNAPSE_VERSION" ]; then
 		"$PYTHON" -m venv "$VENV"
 	fi
 	if ! "$VENV/bin/pip" index versions matrix-synapse --timeout 20 --retries 1 >/dev/null 2>&1; then
+		[ -n "${CI:-}" ] && fail "the package index is not reachable (in CI this test may not be skipped)"
 		say "package index not reachable, skipped"
 		exit 0
 	fi
