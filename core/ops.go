@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
-	"strings"
 )
 
 // Operations lists the operation names [Invoke] accepts, in the order ABI.md documents them.
@@ -199,24 +198,20 @@ func (f fields) value(name string) (Value, bool, error) {
 }
 
 func (f fields) str(name string, required bool) (string, error) {
-	if raw, ok := f.get(name); ok && len(raw) > 0 && raw[0] == '"' {
+	raw, ok := f.get(name)
+	switch {
+	case !ok && required:
+		return "", errorf(CodeBadJSON, "%s is required", name)
+	case !ok:
+		return "", nil
+	case len(raw) > 0 && raw[0] == '"':
 		d := decoder{data: raw}
 		return d.str()
 	}
-	v, ok, err := f.value(name)
-	if err != nil {
+	if _, _, err := f.value(name); err != nil { // an error inside the value (a duplicate key) comes first
 		return "", err
 	}
-	if !ok {
-		if required {
-			return "", errorf(CodeBadJSON, "%s is required", name)
-		}
-		return "", nil
-	}
-	if v.Kind != KindString {
-		return "", errorf(CodeBadJSON, "%s must be a string", name)
-	}
-	return v.Str, nil
+	return "", errorf(CodeBadJSON, "%s must be a string", name)
 }
 
 func (f fields) int(name string, def int64) (int64, error) {
@@ -238,19 +233,10 @@ func (f fields) int(name string, def int64) (int64, error) {
 		}
 		return n, nil
 	}
-	v, _, err := f.value(name)
-	if err != nil {
+	if _, _, err := f.value(name); err != nil { // an error inside the value (a duplicate key) comes first
 		return def, err
 	}
-	if v.Kind != KindNumber || !isInteger(v.Str) {
-		return 0, errorf(CodeBadJSON, "%s must be an integer", name)
-	}
-	neg := strings.HasPrefix(v.Str, "-")
-	n, _ := parseMillis(strings.TrimPrefix(v.Str, "-"))
-	if neg {
-		n = -n
-	}
-	return n, nil
+	return 0, errorf(CodeBadJSON, "%s must be an integer", name)
 }
 
 func (f fields) bool(name string) (bool, error) {
@@ -266,21 +252,16 @@ func (f fields) bool(name string) (bool, error) {
 
 // body returns the bytes given as "body" (a string holding the text) or "body_base64".
 func (f fields) body(required bool) ([]byte, bool, error) {
-	text, hasText := f.get("body")
+	_, hasText := f.get("body")
 	_, has64 := f.get("body_base64")
 	switch {
 	case hasText && has64:
 		return nil, false, errorf(CodeBadJSON, "give body or body_base64, not both")
 	case hasText:
-		if t := f.decoded("body"); t != nil {
+		if t := f.decoded("body"); t != nil { // a string body is decoded while it is checked
 			return t, true, nil
 		}
-		if len(text) >= 2 && text[0] == '"' {
-			// Unescape straight into the body: one buffer, no intermediate string.
-			text = text[1 : len(text)-1]
-			return appendUnescaped(make([]byte, 0, len(text)), text), true, nil
-		}
-		s, err := f.str("body", true)
+		s, err := f.str("body", true) // not a string: its error
 		return []byte(s), true, err
 	case has64:
 		s, err := f.str("body_base64", true)
@@ -608,7 +589,6 @@ func readRemoteOutcome(d *decoder, server ServerName, decoded *decodedBodies, ra
 	}
 	var buf [4]field
 	of := fields(buf[:0])
-	var text []byte // the decoded body, when it is a string
 	err := d.objectRaw(func(key []byte) error {
 		i := slices.IndexFunc(outcomeFields, func(a string) bool { return a == string(key) })
 		if i < 0 {
@@ -625,11 +605,11 @@ func readRemoteOutcome(d *decoder, server ServerName, decoded *decodedBodies, ra
 			t, end, ok = decoded.find(rawStart + start)
 		}
 		if ok {
-			text, d.pos = t, end-rawStart
+			d.pos = end - rawStart // a string body, decoded while the input was checked
 		} else {
 			_ = d.skip()
 		}
-		of = append(of, field{name, d.data[start:d.pos], start, nil})
+		of = append(of, field{name, d.data[start:d.pos], start, t})
 		return nil
 	})
 	if err != nil {
@@ -668,10 +648,6 @@ func readRemoteOutcome(d *decoder, server ServerName, decoded *decodedBodies, ra
 		return o, errorf(CodeBadJSON, "%s.status must be an HTTP status (100-599)", what())
 	}
 	o.Status = int(st)
-	if _, has64 := of.get("body_base64"); text != nil && !has64 {
-		o.Body = text // what of.body would decode again
-		return o, nil
-	}
 	if o.Body, _, err = of.body(true); err != nil {
 		return o, err
 	}
