@@ -35,7 +35,7 @@ type Classification struct {
 func ClassifyClaim(req *ClaimRequest, body []byte) (*Classification, error) {
 	resp := newResponse(req, ModeMSC4072, false)
 	failed := map[ServerName]bool{}
-	err := resp.readClientAnswer(body, "the claim response", func(d *decoder, server string) error {
+	err := resp.readClientAnswer(body, "the claim response must be a JSON object", func(d *decoder, server string) error {
 		failed[ServerName(server)] = true
 		return d.skip()
 	})

@@ -19,7 +19,7 @@ import "slices"
 func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*ClaimResponse, error) {
 	resp := newResponse(req, opts.Mode, false)
 	var failed []ServerFailure
-	err := resp.readClientAnswer(body, "the upstream answer", func(d *decoder, server string) error {
+	err := resp.readClientAnswer(body, "the upstream answer is not a JSON object", func(d *decoder, server string) error {
 		v, err := d.value()
 		if err != nil {
 			return err
@@ -44,9 +44,9 @@ func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*Cl
 // failures through failure, called with the decoder at the entry's value (which it must
 // consume). A missing or null one_time_keys or failures is read as empty; duplicate keys at the
 // top, in failures or in the parts of one_time_keys that are read are M_BAD_JSON, as is a body
-// that is not an object (what names it in the message) or maps of the wrong type. A body that
+// that is not an object (with the message notObject) or maps of the wrong type. A body that
 // is not JSON is M_NOT_JSON wherever the problem lies, as for requests.
-func (r *ClaimResponse) readClientAnswer(body []byte, what string, failure func(d *decoder, server string) error) error {
+func (r *ClaimResponse) readClientAnswer(body []byte, notObject string, failure func(d *decoder, server string) error) error {
 	d := decoder{data: body}
 	d.shareStrings()
 	if r.arena == nil {
@@ -62,7 +62,7 @@ func (r *ClaimResponse) readClientAnswer(body []byte, what string, failure func(
 			if err := d.end(); err != nil {
 				return err
 			}
-			return errorf(CodeBadJSON, "%s is not a JSON object", what)
+			return errorf(CodeBadJSON, "%s", notObject)
 		}
 		var seen []string
 		err := d.object(func(key string) error {
