@@ -286,8 +286,8 @@ func (p *requestParser) users() ([]UserClaim, error) {
 			return err
 		}
 		devices := all[first:]
-		if !devicesSorted(devices) { // clients usually send them sorted: check before sorting
-			slices.SortFunc(devices, func(a, b DeviceClaim) int { return strings.Compare(string(a.Device), string(b.Device)) })
+		if !slices.IsSortedFunc(devices, byDevice) { // clients usually send them sorted
+			slices.SortFunc(devices, byDevice)
 		}
 		for i := 1; i < len(devices); i++ {
 			if devices[i].Device == devices[i-1].Device {
@@ -310,8 +310,8 @@ func (p *requestParser) users() ([]UserClaim, error) {
 			users[i].Devices = all[first:ends[i]:ends[i]]
 		}
 	}
-	if !usersSorted(users) {
-		slices.SortFunc(users, func(a, b UserClaim) int { return strings.Compare(string(a.User), string(b.User)) })
+	if !slices.IsSortedFunc(users, byUser) {
+		slices.SortFunc(users, byUser)
 	}
 	for i := 1; i < len(users); i++ {
 		if users[i].User == users[i-1].User {
@@ -324,25 +324,9 @@ func (p *requestParser) users() ([]UserClaim, error) {
 	return users, nil
 }
 
-// devicesSorted reports whether devices are in non-decreasing order of device ID.
-func devicesSorted(devices []DeviceClaim) bool {
-	for i := 1; i < len(devices); i++ {
-		if devices[i].Device < devices[i-1].Device {
-			return false
-		}
-	}
-	return true
-}
-
-// usersSorted reports whether users are in non-decreasing order of user ID.
-func usersSorted(users []UserClaim) bool {
-	for i := 1; i < len(users); i++ {
-		if users[i].User < users[i-1].User {
-			return false
-		}
-	}
-	return true
-}
+// byDevice and byUser order a request's devices and users by ID (byte order).
+func byDevice(a, b DeviceClaim) int { return strings.Compare(string(a.Device), string(b.Device)) }
+func byUser(a, b UserClaim) int     { return strings.Compare(string(a.User), string(b.User)) }
 
 // userPath names a user's device map in error messages.
 func userPath(key string) string { return "one_time_keys[" + quote(key) + "]" }
