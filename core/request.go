@@ -28,8 +28,9 @@ func DefaultLimits() Limits {
 	return Limits{MaxBodyBytes: 4 << 20, MaxPairs: 50_000, DefaultTimeoutMS: 10_000, MaxTimeoutMS: 60_000}
 }
 
-// withDefaults fills zero fields with the defaults.
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with its zero (or negative) fields set to DefaultLimits', and the
+// default timeout at most the maximum: the limits ParseClaimRequest applies.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	if l.MaxBodyBytes <= 0 {
 		l.MaxBodyBytes = d.MaxBodyBytes
@@ -146,7 +147,7 @@ func appendUserClaims(buf []byte, users []UserClaim) []byte {
 // ignored, as the spec allows extension. A user with an empty device map is kept: it is answered
 // {} and causes no federation request.
 func ParseClaimRequest(body []byte, opts ParseOptions) (*ClaimRequest, error) {
-	lim := opts.Limits.withDefaults()
+	lim := opts.Limits.WithDefaults()
 	if len(body) > lim.MaxBodyBytes {
 		return nil, errorf(CodeTooLarge, "request body is %d bytes; the limit is %d", len(body), lim.MaxBodyBytes)
 	}

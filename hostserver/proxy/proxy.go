@@ -139,7 +139,7 @@ func New(cfg Config) (*Proxy, error) {
 		upstream:   &upstream,
 		serverName: cfg.ServerName,
 		mode:       mode,
-		limits:     withDefaults(cfg.Limits),
+		limits:     cfg.Limits.WithDefaults(),
 		maxAnswer:  cfg.MaxUpstreamBody,
 		margin:     cfg.TimeoutMargin,
 		trustFwd:   cfg.TrustForwarded,
@@ -179,25 +179,6 @@ func New(cfg Config) (*Proxy, error) {
 		}
 	}
 	return p, nil
-}
-
-// withDefaults fills the zero fields of l with core's defaults, as core does.
-func withDefaults(l core.Limits) core.Limits {
-	d := core.DefaultLimits()
-	if l.MaxBodyBytes <= 0 {
-		l.MaxBodyBytes = d.MaxBodyBytes
-	}
-	if l.MaxPairs <= 0 {
-		l.MaxPairs = d.MaxPairs
-	}
-	if l.DefaultTimeoutMS <= 0 {
-		l.DefaultTimeoutMS = d.DefaultTimeoutMS
-	}
-	if l.MaxTimeoutMS <= 0 {
-		l.MaxTimeoutMS = d.MaxTimeoutMS
-	}
-	l.DefaultTimeoutMS = min(l.DefaultTimeoutMS, l.MaxTimeoutMS)
-	return l
 }
 
 // ServeHTTP serves the claim paths, the CORS preflight there, and every other path (404 or
