@@ -8,7 +8,7 @@ import (
 	"github.com/keyclaim/keyclaim/hostserver"
 )
 
-// // dupKeyBug: hostserver/federation/verifier.go answers every body that core.ParseValue refuses,
+// dupKeyBug: hostserver/federation/verifier.go answers every body that core.ParseValue refuses,
 // duplicate keys included, with M_NOT_JSON ("request body is not JSON, so its X-Matrix signature
 // cannot be checked") before the claim parser sees it; BRIEF 2 and bindings/ABI.md 6 make a
 // duplicate key M_BAD_JSON.
