@@ -429,3 +429,59 @@ func TestFanOut(t *testing.T) {
 		}
 	})
 }
+
+func TestFanOutCallerCancelled(t *testing.T) {
+	// The caller's context is cancelled after ~50 ms while calls still hang: every pending
+	// destination gets 503 "the request to <dest> was cancelled", an answer that came in before
+	// stays, the hanging calls' contexts are cancelled, and FanOut returns at once instead of
+	// waiting for its 10 s timeout (the 2 s below is a bound, not a speed target).
+	stuck := make(chan struct{})
+	defer close(stuck)
+	sawCancel := make(chan error, 1)
+	call := func(ctx context.Context, dest core.ServerName, body []byte) core.RemoteOutcome {
+		switch dest {
+		case "hang.test": // ignores its context
+			<-stuck
+		case "watch.test": // notices its context, then hangs anyway
+			<-ctx.Done()
+			sawCancel <- ctx.Err()
+			<-stuck
+		}
+		return core.RemoteOutcome{Status: 200, Body: []byte(`{"one_time_keys":{}}`)}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	timer := time.AfterFunc(50*time.Millisecond, cancel)
+	defer timer.Stop()
+
+	start := time.Now()
+	out := FanOut(ctx, call, []Request{{"hang.test", claimBody}, {"watch.test", claimBody}, {"fine.test", claimBody}}, 10*time.Second)
+	took := time.Since(start)
+	if took > 2*time.Second {
+		t.Errorf("FanOut returned after %s; the caller cancelled after 50 ms", took)
+	}
+	if took < 40*time.Millisecond {
+		t.Errorf("FanOut returned after %s, before the caller cancelled", took)
+	}
+	if len(out) != 3 {
+		t.Fatalf("got %d outcomes: %+v", len(out), out)
+	}
+	for _, dest := range []core.ServerName{"hang.test", "watch.test"} {
+		o := out[dest]
+		want := "the request to " + string(dest) + " was cancelled"
+		if o.Failure == nil || o.Failure.Status != 503 || o.Failure.Message != want || o.Failure.Errcode != "" || o.Status != 0 || o.Body != nil {
+			t.Errorf("%s: got %+v (failure %+v), want failure 503 %q", dest, o, o.Failure, want)
+		}
+	}
+	if o := out["fine.test"]; o.Failure != nil || o.Status != 200 {
+		t.Errorf("fine.test: got %+v, want its 200 answer", o)
+	}
+	select {
+	case err := <-sawCancel:
+		if err == nil {
+			t.Errorf("the call's context is done without an error")
+		}
+	case <-time.After(time.Second):
+		t.Errorf("the pending call's context was not cancelled")
+	}
+}
