@@ -242,7 +242,7 @@ func (r *ClaimResponse) fail(server ServerName, f Failure) {
 // readRemote judges one remote answer and, if it is usable, fills that server's devices from it.
 func (r *ClaimResponse) readRemote(server ServerName, status int, body []byte) *Failure {
 	if status < 200 || status > 299 {
-		return remoteErrorFailure(status, body)
+		return RemoteErrorFailure(status, body)
 	}
 	d := decoder{data: body}
 	if !r.alias && cap(r.arena)-len(r.arena) < len(body) {
@@ -289,9 +289,10 @@ func (r *ClaimResponse) readRemote(server ServerName, status int, body []byte) *
 	return nil
 }
 
-// remoteErrorFailure builds the failure for a non-2xx answer, keeping a Matrix error's errcode
-// and message when the body is one.
-func remoteErrorFailure(status int, body []byte) *Failure {
+// RemoteErrorFailure is the failure of a server that answered a non-2xx status (a claim or a
+// key query): "the remote server answered HTTP <status>", or the errcode and error of the body
+// when it is a Matrix error.
+func RemoteErrorFailure(status int, body []byte) *Failure {
 	f := &Failure{Status: status, Message: "the remote server answered HTTP " + strconv.Itoa(status)}
 	v, err := ParseValue(body)
 	if err != nil {

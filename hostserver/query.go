@@ -277,16 +277,7 @@ func judgeRemoteQuery(users []QueryUser, o core.RemoteOutcome) (map[core.UserID]
 		return nil, o.Failure
 	}
 	if o.Status < 200 || o.Status > 299 {
-		f := &core.Failure{Status: o.Status, Message: "the remote server answered HTTP " + strconv.Itoa(o.Status)}
-		if v, err := core.ParseValue(o.Body); err == nil {
-			if c, ok := v.Get("errcode"); ok && c.Kind == core.KindString && c.Str != "" {
-				f.Errcode = c.Str
-			}
-			if m, ok := v.Get("error"); ok && m.Kind == core.KindString && m.Str != "" {
-				f.Message = m.Str
-			}
-		}
-		return nil, f
+		return nil, core.RemoteErrorFailure(o.Status, o.Body) // as for claims
 	}
 	bad := func(msg string) (map[core.UserID]map[string]json.RawMessage, *core.Failure) {
 		return nil, &core.Failure{Status: core.StatusBadRemoteAnswer, Message: msg}
