@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/keyclaim/keyclaim/core"
+	"github.com/keyclaim/keyclaim/hostserver/federation"
 	"github.com/keyclaim/keyclaim/hostserver/store"
 	"github.com/labstack/echo/v4"
 )
@@ -32,13 +33,8 @@ func (s *Server) handleClientClaim(c echo.Context) error {
 		return err
 	}
 
-	servers := make([]core.ServerName, len(plan.Remote))
-	bodies := make([][]byte, len(plan.Remote))
-	for i := range plan.Remote {
-		servers[i] = plan.Remote[i].Server
-		bodies[i] = plan.Remote[i].AppendBody(nil)
-	}
-	remote := fanout(ctx, s.fanoutTimeout(time.Duration(req.TimeoutMS)*time.Millisecond), servers, bodies, s.fed.ClaimKeys)
+	timeout := s.fanoutTimeout(time.Duration(req.TimeoutMS) * time.Millisecond)
+	remote := federation.FanOut(ctx, s.fed.ClaimKeys, federation.ClaimRequests(plan.Remote), timeout)
 
 	out, err := s.engine.CompleteClient(ctx, req, local, remote)
 	if err != nil {

@@ -101,9 +101,9 @@ func TestWhoamiCache(t *testing.T) {
 }
 
 func TestFanoutDropsLateAnswers(t *testing.T) {
-	servers := []core.ServerName{"fast.test", "slow.test", "failing.test"}
+	reqs := []federation.Request{{Destination: "fast.test"}, {Destination: "slow.test"}, {Destination: "failing.test"}}
 	release := make(chan struct{})
-	out := fanout(context.Background(), 100*time.Millisecond, servers, make([][]byte, 3),
+	out := federation.FanOut(context.Background(),
 		func(ctx context.Context, s core.ServerName, _ []byte) core.RemoteOutcome {
 			switch s {
 			case "fast.test":
@@ -113,7 +113,7 @@ func TestFanoutDropsLateAnswers(t *testing.T) {
 			}
 			<-release // ignores ctx: answers after the fan-out gave up
 			return core.RemoteOutcome{Status: 200}
-		})
+		}, reqs, 100*time.Millisecond)
 	close(release)
 	if o := out["fast.test"]; o.Status != 200 {
 		t.Errorf("fast: %+v", o)

@@ -11,6 +11,7 @@ import (
 
 	gojson "github.com/goccy/go-json"
 	"github.com/keyclaim/keyclaim/core"
+	"github.com/keyclaim/keyclaim/hostserver/federation"
 	"github.com/labstack/echo/v4"
 )
 
@@ -130,11 +131,11 @@ func (s *Server) handleClientQuery(c echo.Context) error {
 		return err
 	}
 	slices.Sort(servers)
-	bodies := make([][]byte, len(servers))
+	reqs := make([]federation.Request, len(servers))
 	for i, srv := range servers {
-		bodies[i] = appendQueryBody(nil, byServer[srv])
+		reqs[i] = federation.Request{Destination: srv, Body: appendQueryBody(nil, byServer[srv])}
 	}
-	outcomes := fanout(ctx, s.fanoutTimeout(q.Timeout), servers, bodies, s.fed.QueryKeys)
+	outcomes := federation.FanOut(ctx, s.fed.QueryKeys, reqs, s.fanoutTimeout(q.Timeout))
 	var failures []serverFailure
 	for _, srv := range servers {
 		devs, f := judgeRemoteQuery(byServer[srv], outcomes[srv])

@@ -66,14 +66,3 @@ const StatusRemoteTimeout = federation.StatusTimeout
 func (s *Server) fanoutTimeout(requested time.Duration) time.Duration {
 	return min(requested, s.cfg.FederationTimeoutCap)
 }
-
-// fanout calls call for every server in parallel, server i with bodies[i], through
-// federation.FanOut: it waits at most timeout, and a server that has not answered by then gets a
-// 504 failure; its call is cancelled and its late answer dropped.
-func fanout(ctx context.Context, timeout time.Duration, servers []core.ServerName, bodies [][]byte, call federation.CallFunc) map[core.ServerName]core.RemoteOutcome {
-	reqs := make([]federation.Request, len(servers))
-	for i, s := range servers {
-		reqs[i] = federation.Request{Destination: s, Body: bodies[i]}
-	}
-	return federation.FanOut(ctx, call, reqs, timeout)
-}
