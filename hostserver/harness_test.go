@@ -168,7 +168,7 @@ func startServerOn(t *testing.T, b backend, ln net.Listener, edit func(cfg *host
 	if e := os.Getenv(engineEnv); e != "" {
 		cfg.Engine = e
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -249,14 +249,6 @@ func (o *testOrigin) sign(t *testing.T, req *http.Request, destination core.Serv
 			t.Fatalf("signing %s %s: %v", req.Method, req.URL.Path, err)
 		}
 	}
-}
-
-// testLogWriter sends the server's logs to the test log.
-type testLogWriter struct{ t *testing.T }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // response is an HTTP answer.

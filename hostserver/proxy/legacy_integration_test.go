@@ -66,7 +66,7 @@ func startKeysServer(t *testing.T, mode core.Mode) string {
 	cfg.FederationEnabled = false
 	cfg.Federation = hostserver.NoFederation{}
 	cfg.SigningKey = filepath.Join(dir, "signing.key")
-	cfg.Logger = slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := hostserver.New(cfg)
 	if err != nil {
 		t.Fatalf("hostserver.New (%s): %v", mode, err)

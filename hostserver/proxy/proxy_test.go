@@ -108,7 +108,7 @@ func startProxy(t *testing.T, upstream string, edit func(cfg *proxy.Config)) *te
 		Upstream:      u,
 		ServerName:    upstreamName,
 		TimeoutMargin: 300 * time.Millisecond,
-		Logger:        slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:        slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics:       proxy.MetricsFunc(func(o proxy.Observation) { tp.obs <- o }),
 	}
 	if edit != nil {
@@ -134,14 +134,6 @@ func (tp *testProxy) observation(t *testing.T) proxy.Observation {
 		t.Fatal("the proxy recorded no observation")
 		return proxy.Observation{}
 	}
-}
-
-// testLogWriter sends logs to the test log.
-type testLogWriter struct{ t *testing.T }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // response is an HTTP answer as the client saw it.
