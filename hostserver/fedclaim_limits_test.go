@@ -8,12 +8,6 @@ import (
 	"github.com/keyclaim/keyclaim/hostserver"
 )
 
-// dupKeyBug: hostserver/federation/verifier.go answers every body that core.ParseValue refuses,
-// duplicate keys included, with M_NOT_JSON ("request body is not JSON, so its X-Matrix signature
-// cannot be checked") before the claim parser sees it; BRIEF 2 and bindings/ABI.md 6 make a
-// duplicate key M_BAD_JSON.
-const dupKeyBug = "M_NOT_JSON"
-
 // BRIEF sections 2 and 5: the request limits and the duplicate-key rule hold on the X-Matrix
 // signed federation claim endpoint too, and a rejected request claims nothing.
 func TestFederationClaimLimits(t *testing.T) {
@@ -30,34 +24,29 @@ func TestFederationClaimLimits(t *testing.T) {
 			wantBody(t, what+": bob's phone counts", ts.ok(uploadPath, bobPhoneTok, `{}`), `{"one_time_key_counts":{"signed_curve25519":1}}`)
 		}
 
-		// pendingErrcode marks a known disagreement with the BRIEF: while the server still answers
-		// that errcode the case is skipped (and reported); any other answer must be the BRIEF's.
+		// Duplicate keys are refused before the claim parser, by the X-Matrix check (a signature
+		// over ambiguous JSON cannot be checked), with the errcode of BRIEF 2.
 		cases := []struct {
-			name, body     string
-			status         int
-			errcode        string
-			pendingErrcode string
+			name, body string
+			status     int
+			errcode    string
 		}{
 			// Four local pairs, one over the limit of 3 (the requests are signed by the
 			// harness's origin server: send signs federation POSTs without X-Matrix).
 			{"too many pairs", `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519","BOBPHONE":"signed_curve25519"},"` + carol + `":{"C1":"signed_curve25519","C2":"signed_curve25519"}}}`,
-				http.StatusBadRequest, "M_INVALID_PARAM", ""},
+				http.StatusBadRequest, "M_INVALID_PARAM"},
 			{"body over max_body_bytes", `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519"}},"pad":"` + strings.Repeat("x", 4096) + `"}`,
-				http.StatusRequestEntityTooLarge, "M_TOO_LARGE", ""},
+				http.StatusRequestEntityTooLarge, "M_TOO_LARGE"},
 			{"duplicate device", `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519","BOBDEV":"signed_curve25519"}}}`,
-				http.StatusBadRequest, "M_BAD_JSON", dupKeyBug},
+				http.StatusBadRequest, "M_BAD_JSON"},
 			{"duplicate user", `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519"},"` + bob + `":{"BOBPHONE":"signed_curve25519"}}}`,
-				http.StatusBadRequest, "M_BAD_JSON", dupKeyBug},
+				http.StatusBadRequest, "M_BAD_JSON"},
 			{"duplicate one_time_keys", `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519"}},"one_time_keys":{"` + bob + `":{"BOBPHONE":"signed_curve25519"}}}`,
-				http.StatusBadRequest, "M_BAD_JSON", dupKeyBug},
+				http.StatusBadRequest, "M_BAD_JSON"},
 		}
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
-				r := ts.post(fedClaimPath, "", c.body)
-				if c.pendingErrcode != "" && r.status == c.status && strings.Contains(r.body, `"errcode":"`+c.pendingErrcode+`"`) {
-					t.Skipf("pending bug: BRIEF 2 wants %d %s for a duplicate key, the server answers %s", c.status, c.errcode, r.body)
-				}
-				wantError(t, c.name, r, c.status, c.errcode)
+				wantError(t, c.name, ts.post(fedClaimPath, "", c.body), c.status, c.errcode)
 			})
 		}
 		counts("after the rejected requests")

@@ -31,7 +31,8 @@ const (
 	CauseMalformedHeader
 	// CauseWrongDestination: the header's destination is not this server.
 	CauseWrongDestination
-	// CauseBodyNotJSON: the body is not JSON, so the signature over it cannot be checked.
+	// CauseBodyNotJSON: the body is not JSON, or JSON with duplicate keys (ambiguous), so the
+	// signature over it cannot be checked.
 	CauseBodyNotJSON
 	// CauseKeyFetchFailed: the origin's server keys could not be fetched or did not pass the
 	// checks of [ParseServerKeys].
@@ -65,7 +66,8 @@ func (c AuthCause) String() string {
 }
 
 // AuthError is why a federation request was not authenticated: the check that failed, the
-// Matrix error to answer (M_UNAUTHORIZED, or M_NOT_JSON for [CauseBodyNotJSON]) and the
+// Matrix error to answer (M_UNAUTHORIZED; for [CauseBodyNotJSON] core's M_NOT_JSON or
+// M_BAD_JSON) and the
 // underlying cause. errors.As finds the *core.Error in it, so a server that maps errcodes to
 // statuses needs only to map [CodeUnauthorized] to 401. Errors compare by cause:
 // errors.Is(err, &AuthError{Cause: CauseBadSignature}).
@@ -100,7 +102,12 @@ func (e *AuthError) Is(target error) bool {
 func authErr(cause AuthCause, err error, format string, args ...any) *AuthError {
 	code := CodeUnauthorized
 	if cause == CauseBodyNotJSON {
+		// core's reading of the body: M_NOT_JSON, or M_BAD_JSON for JSON that is ambiguous
+		// (duplicate keys) or nested too deep, as BRIEF 2 answers any request body.
 		code = core.CodeNotJSON
+		if ce := (*core.Error)(nil); errors.As(err, &ce) {
+			code = ce.Code
+		}
 	}
 	return &AuthError{Cause: cause, Matrix: &core.Error{Code: code, Message: fmt.Sprintf(format, args...)}, Err: err}
 }
@@ -236,6 +243,9 @@ func (v *Verifier) Verify(ctx context.Context, method, uri string, authorization
 	if len(body) > 0 {
 		c, err := core.ParseValue(body)
 		if err != nil {
+			if ce := (*core.Error)(nil); errors.As(err, &ce) && ce.Code != core.CodeNotJSON {
+				return "", authErr(CauseBodyNotJSON, err, "request body is not usable JSON (%s), so its X-Matrix signature cannot be checked", ce.Message)
+			}
 			return "", authErr(CauseBodyNotJSON, err, "request body is not JSON, so its X-Matrix signature cannot be checked")
 		}
 		content = &c
