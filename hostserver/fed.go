@@ -83,8 +83,8 @@ func (s *Server) keyServerHandler() echo.HandlerFunc {
 
 // authenticateFederation checks the X-Matrix authorization of an inbound federation request
 // whose body has been read. A refusal is counted by cause, logged with its underlying error,
-// and answered 401 M_UNAUTHORIZED (400 M_NOT_JSON when the body is not JSON, 400 M_BAD_JSON when it has duplicate keys) with a message
-// that says which check failed.
+// and answered 401 M_UNAUTHORIZED (400 M_NOT_JSON when the body is not JSON, 400 M_BAD_JSON
+// when it has duplicate keys) with a message that says which check failed.
 func (s *Server) authenticateFederation(c echo.Context, body []byte) (core.ServerName, error) {
 	r := c.Request()
 	origin, err := s.fedAuth.AuthenticateFederation(r, body)
