@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"regexp"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/keyclaim/keyclaim/core"
 )
@@ -47,14 +50,32 @@ func FuzzParseValue(f *testing.F) {
 	})
 }
 
+// serverNameGrammar is the grammar of the spec appendices' "Server Name" as a regular expression.
+// IPv4address (1*3DIGIT "." ...) is left out: it is a subset of dns-name. IPv6address is
+// 2*45IPv6char; core also checks such a literal against RFC 3513, as the appendix's prose
+// requires, so it accepts a subset of that branch.
+var serverNameGrammar = regexp.MustCompile(`^(?:\[[0-9A-Fa-f:.]{2,45}\]|[0-9A-Za-z.-]{1,255})(?::[0-9]{1,5})?$`)
+
+// FuzzParseUserID checks ParseUserID against the spec grammar: what it accepts matches the grammar,
+// and a user ID whose server name matches the grammar without a bracketed IPv6 literal (and
+// whose localpart and length are fine) is accepted.
 func FuzzParseUserID(f *testing.F) {
-	for _, s := range []string{"@a:hs", "@:hs", "@a:[::1]:80", "@a:1.2.3.4", "a", "@a:hs:99999", "@a:[1::2::3]"} {
+	for _, s := range []string{"@a:hs", "@:hs", "@a:[::1]:80", "@a:1.2.3.4", "a", "@a:hs:99999", "@a:[1::2::3]",
+		"@a:999.1.1.1", "@a:hs:65536", "@a:hs:0", "@a:hs:123456", "@a:[::ffff:1.2.3.4]:99999"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		u, err := core.ParseUserID(s)
 		if err != nil {
+			if local, server, ok := strings.Cut(strings.TrimPrefix(s, "@"), ":"); ok && s[0] == '@' &&
+				len(s) <= core.MaxUserIDBytes && utf8.ValidString(local) && !strings.Contains(local, "\x00") &&
+				!strings.HasPrefix(server, "[") && serverNameGrammar.MatchString(server) {
+				t.Fatalf("rejected %q, whose server name matches the grammar: %v", s, err)
+			}
 			return
+		}
+		if !serverNameGrammar.MatchString(string(u.Server())) {
+			t.Fatalf("accepted %q, whose server name does not match the grammar", s)
 		}
 		if len(u) > core.MaxUserIDBytes {
 			t.Fatalf("accepted a %d-byte user ID", len(u))

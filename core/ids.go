@@ -10,7 +10,8 @@ import (
 type UserID string
 
 // ServerName is a Matrix server name: a DNS name, an IPv4 literal or a bracketed IPv6 literal,
-// with an optional port (spec appendices, "Server Name").
+// with an optional port (spec appendices, "Server Name"). A valid server name need not be
+// reachable as written: the grammar allows ports over 65535 (see [ParseServerName]).
 type ServerName string
 
 // DeviceID is a device ID: any non-empty string.
@@ -39,11 +40,13 @@ const (
 	CauseEmptyHost                           // a server name with an empty host
 	CauseInvalidHost                         // a DNS name with a character outside [A-Za-z0-9.-]
 	CauseHostTooLong                         // a DNS name over 255 characters
-	CauseInvalidIPv4                         // a dotted-quad with a part over 255
-	CauseInvalidIPv6                         // a bracketed literal that is not an IPv6 address
-	CauseInvalidPort                         // a port that is empty, not 1-5 digits, or over 65535
-	CauseEmptyAlgorithm                      // a key ID with an empty algorithm
-	CauseEmptyKeyName                        // a key ID with an empty name
+	// Deprecated: never returned. By the spec grammar a dotted quad with a part over 255 is a
+	// DNS name (999.1.1.1 is valid); the constant stays so that the others keep their values.
+	CauseInvalidIPv4
+	CauseInvalidIPv6    // a bracketed literal that is not an IPv6 address
+	CauseInvalidPort    // a port that is not 1 to 5 digits
+	CauseEmptyAlgorithm // a key ID with an empty algorithm
+	CauseEmptyKeyName   // a key ID with an empty name
 )
 
 var causeText = [...]string{
@@ -57,7 +60,7 @@ var causeText = [...]string{
 	CauseHostTooLong:      "has a DNS name longer than 255 characters",
 	CauseInvalidIPv4:      "has an IPv4 address with a part over 255",
 	CauseInvalidIPv6:      "has an invalid IPv6 address",
-	CauseInvalidPort:      "has an invalid port",
+	CauseInvalidPort:      "has a port that is not 1 to 5 digits",
 	CauseEmptyAlgorithm:   "has an empty algorithm",
 	CauseEmptyKeyName:     "has an empty key name",
 }
@@ -126,9 +129,13 @@ func (u UserID) Server() ServerName {
 	return ""
 }
 
-// ParseServerName validates s as a server name: hostname [":" port], where hostname is an IPv4
-// literal, a bracketed IPv6 literal or a DNS name of 1 to 255 characters [A-Za-z0-9.-].
-// Server names are case-sensitive and are not normalised.
+// ParseServerName validates s as a server name by the spec's grammar: hostname [":" port], where
+// port is 1 to 5 digits of any value (65536, 99999 and 0 included) and hostname is a bracketed
+// IPv6 literal (RFC 3513, as the appendix requires) or a DNS name of 1 to 255 characters
+// [A-Za-z0-9.-]. An IPv4 literal is a DNS name by that grammar, so 999.1.1.1, not an IPv4
+// address, is still a valid server name. Whether a name can be connected to (a port within
+// 1-65535) is for server discovery to judge, not this grammar. Server names are case-sensitive
+// and are not normalised.
 func ParseServerName(s string) (ServerName, error) {
 	if cause := validateServerName(s); cause != 0 {
 		return "", &IDError{"server name", s, cause}
@@ -170,12 +177,8 @@ func validateServerName(s string) IDCause {
 	if host == "" {
 		return CauseEmptyHost
 	}
-	if isDottedQuadShape(host) {
-		if !validIPv4(host) {
-			return CauseInvalidIPv4
-		}
-		return 0
-	}
+	// IPv4address (1*3DIGIT "." ... ) is a subset of dns-name, so a dotted quad needs no check of
+	// its own: one with a part over 255 is not an IPv4 literal, but it is still a dns-name.
 	if len(host) > 255 {
 		return CauseHostTooLong
 	}
@@ -188,19 +191,16 @@ func validateServerName(s string) IDCause {
 	return 0
 }
 
+// validatePort checks port = 1*5DIGIT. The grammar sets no range: 0 and 65536-99999 are valid
+// in a server name, though no connection can be made to them.
 func validatePort(p string) IDCause {
 	if len(p) == 0 || len(p) > 5 {
 		return CauseInvalidPort
 	}
-	n := 0
 	for i := 0; i < len(p); i++ {
 		if p[i] < '0' || p[i] > '9' {
 			return CauseInvalidPort
 		}
-		n = n*10 + int(p[i]-'0')
-	}
-	if n > 65535 {
-		return CauseInvalidPort
 	}
 	return 0
 }
