@@ -265,6 +265,20 @@ func TestClaimRejects(t *testing.T) {
 		`{"failures":{},"one_time_keys":{"@:`+serverName+`":{"A":{}},"`+bob+`":{"C":{}},"@Ünïcode/x:`+serverName+`":{"B":{}}}}`)
 }
 
+// TestClaimUndialablePort: user IDs on a server name that the grammar allows but no connection
+// can be made to (a port of 0 or over 65535) are valid; that server is a failure of the request,
+// reported in failures, and everyone else is answered.
+func TestClaimUndialablePort(t *testing.T) {
+	ts := startServer(t, sqliteBackend, func(cfg *hostserver.Config) {
+		cfg.Federation = nil // the real federation client: discovery decides
+	})
+	body := `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519"},"@x:hs2.test:99999":{"X1":"signed_curve25519"},"@y:hs3.test:0":{"Y1":"signed_curve25519"}},"timeout":2000}`
+	wantBody(t, "claim", ts.ok(claimPath, aliceToken, body),
+		`{"failures":{"hs2.test:99999":{"message":"could not reach hs2.test:99999: its port 99999 is outside 1-65535","status":503},`+
+			`"hs3.test:0":{"message":"could not reach hs3.test:0: its port 0 is outside 1-65535","status":503}},`+
+			`"one_time_keys":{"`+bob+`":{"BOBDEV":{}}}}`)
+}
+
 func TestFederationClaim(t *testing.T) {
 	// BRIEF section 5: local users only, answered as in section 3, without failures.
 	forEachStore(t, func(t *testing.T, b backend) {

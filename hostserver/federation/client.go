@@ -214,7 +214,10 @@ func (c *Client) post(ctx context.Context, ep Endpoint, dest core.ServerName, pa
 	if err != nil {
 		f, outcome := classify(ctx, dest, err, latency)
 		attrs := []slog.Attr{slog.String("error", err.Error())}
-		if outcome == OutcomeTransportError || outcome == OutcomeTimeout && deadline.Sub(start) >= c.backoff.policy.MinTimeout {
+		// A port no connection can be made to fails at once without touching the network:
+		// nothing to back off from, and the next request should say why again.
+		unreachable := outcome == OutcomeTransportError && !errors.As(err, new(*PortError))
+		if unreachable || outcome == OutcomeTimeout && deadline.Sub(start) >= c.backoff.policy.MinTimeout {
 			attrs = append(attrs, slog.Duration("backoff", c.backoff.fail(dest)))
 		}
 		c.record(ctx, dest, ep, outcome, f.Status, latency, attrs...)
@@ -250,7 +253,7 @@ func (c *Client) withTimeout(ctx context.Context) (context.Context, context.Canc
 func (c *Client) roundTrip(ctx context.Context, dest core.ServerName, method, path string, body []byte, limit int64) (int, []byte, error) {
 	res, err := c.resolver.Resolve(ctx, dest)
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !errors.As(err, new(*PortError)) {
 			err = &requestError{err} // an invalid server name
 		}
 		return 0, nil, err
@@ -314,7 +317,10 @@ func transportReason(err error) string {
 	var certErr *tls.CertificateVerificationError
 	var recErr tls.RecordHeaderError
 	var npErr *nonPublicError
+	var portErr *PortError
 	switch {
+	case errors.As(err, &portErr):
+		return "its port " + portErr.Port + " is outside 1-65535"
 	case errors.As(err, &npErr):
 		return npErr.Error()
 	case errors.As(err, &dnsErr):

@@ -243,6 +243,25 @@ func TestClientOutcomes(t *testing.T) {
 	})
 }
 
+// TestClientUndialablePort: a server name valid by the grammar whose port TCP has no room for
+// fails at once with a clear message, touches no network and is not backed off.
+func TestClientUndialablePort(t *testing.T) {
+	env := newClientEnv(t, StaticRoutes{}, BackoffPolicy{Initial: 30 * time.Second})
+	for i := range 2 {
+		out := env.client.ClaimKeys(context.Background(), "hs2.test:99999", claimBody)
+		want := "could not reach hs2.test:99999: its port 99999 is outside 1-65535"
+		if out.Failure == nil || out.Failure.Status != 503 || out.Failure.Message != want {
+			t.Fatalf("attempt %d: got %d %+v, want 503 %q", i, out.Status, out.Failure, want)
+		}
+		if ev := env.events.last(); ev.Outcome != OutcomeTransportError || ev.Status != 503 || ev.Destination != "hs2.test:99999" {
+			t.Fatalf("attempt %d: event %+v", i, ev)
+		}
+	}
+	if _, err := env.client.FetchServerKeys(context.Background(), "hs2.test:0"); err == nil || !strings.Contains(err.Error(), "its port 0 is outside 1-65535") {
+		t.Fatalf("FetchServerKeys: %v", err)
+	}
+}
+
 func TestClientBackoff(t *testing.T) {
 	remote := startMisbehaving(t, "500")
 	routes := StaticRoutes{}

@@ -279,9 +279,10 @@ func NewResolver(opts ResolverOptions) *Resolver {
 // CloseIdleConnections closes idle connections to federation servers.
 func (r *Resolver) CloseIdleConnections() { r.transport.CloseIdleConnections() }
 
-// Resolve returns where requests to name go. Only an invalid server name or ctx ending while
+// Resolve returns where requests to name go. Only an invalid server name, a port that cannot be
+// connected to (0 or over 65535, which the grammar allows: a [*PortError]) or ctx ending while
 // waiting for a lookup is an error: a failed /.well-known or SRV lookup falls back to the next
-// step, as the spec says.
+// step, as the spec says. A static route wins over all of these.
 func (r *Resolver) Resolve(ctx context.Context, name core.ServerName) (*Resolution, error) {
 	if u, ok := r.static[name]; ok {
 		port := u.Port()
@@ -298,6 +299,9 @@ func (r *Resolver) Resolve(ctx context.Context, name core.ServerName) (*Resoluti
 		return nil, fmt.Errorf("resolve: %w", err)
 	}
 	host, port := splitServerName(string(name))
+	if !dialablePort(port) {
+		return nil, &PortError{ServerName: name, Port: port}
+	}
 	res := &Resolution{ServerName: name, Scheme: "https", Host: string(name), TLSServerName: host}
 	// Step 1: an IP literal, with its port or 8448.
 	if net.ParseIP(host) != nil {
@@ -362,6 +366,30 @@ func splitServerName(s string) (host, port string) {
 		return s[:i], s[i+1:]
 	}
 	return s, ""
+}
+
+// dialablePort reports whether port ("" for none) can be connected to: the grammar's
+// 1*5DIGIT also allows 0 and 65536-99999, which TCP has no room for.
+func dialablePort(port string) bool {
+	if port == "" {
+		return true
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// PortError is a server name that is valid (the spec's grammar allows any port of 1 to 5
+// digits) but names a port no connection can be made to: 0, or over 65535. It is a failure of
+// that destination at request time, not an invalid request: a user ID on such a server is a
+// valid user ID.
+type PortError struct {
+	ServerName core.ServerName
+	Port       string
+}
+
+// Error says which server name and port.
+func (e *PortError) Error() string {
+	return "server name " + string(e.ServerName) + " has port " + e.Port + ", outside 1-65535: no connection can be made to it"
 }
 
 func joinPort(host, port string) string {
@@ -458,6 +486,11 @@ func (r *Resolver) fetchWellKnown(ctx context.Context, host string) (string, tim
 	}
 	if _, err := core.ParseServerName(m.Str); err != nil {
 		return "", 0, fmt.Errorf("m.server: %w", err)
+	}
+	if _, port := splitServerName(m.Str); !dialablePort(port) {
+		// Valid by the grammar, but step 3.2 could not connect to it: an unusable answer, so
+		// discovery goes on with step 4 as for any invalid one.
+		return "", 0, fmt.Errorf("m.server %s: port %s is outside 1-65535", m.Str, port)
 	}
 	return m.Str, wellKnownCache(resp.Header, r.now()), nil
 }

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -40,6 +41,7 @@ var wellKnownAnswers = map[string]func(w http.ResponseWriter, r *http.Request){
 	"forever.test":   wkJSON(`{"m.server":"deleg-none.test"}`, "public, max-age=999999999"),
 	"badjson.test":   wkJSON(`{"m.server":`, ""),
 	"badname.test":   wkJSON(`{"m.server":"bad name!"}`, ""),
+	"badport.test":   wkJSON(`{"m.server":"delegated.test:99999"}`, ""),
 	"notobject.test": wkJSON(`["m.server"]`, ""),
 	"big.test":       wkJSON(`{"m.server":"deleg-none.test"}`+strings.Repeat(" ", 100<<10), ""),
 	"redirect.test": func(w http.ResponseWriter, r *http.Request) {
@@ -125,6 +127,7 @@ func TestResolve(t *testing.T) {
 	mustRoute(t, static, "hs2.test", "http://127.0.0.1:8449")
 	mustRoute(t, static, "hs3.test", "https://internal.test:8443")
 	mustRoute(t, static, "hs4.test", "https://internal.test")
+	mustRoute(t, static, "hs5.test:99999", "https://internal.test")
 	r := env.resolver(t, static, true)
 	cases := []struct {
 		name   core.ServerName
@@ -152,6 +155,11 @@ func TestResolve(t *testing.T) {
 		{"nodns.test", ViaDefaultPort, "https://nodns.test/x", "nodns.test", "nodns.test", []string{"nodns.test:8448"}},
 		{"badjson.test", ViaDefaultPort, "https://badjson.test/x", "badjson.test", "badjson.test", []string{"badjson.test:8448"}},
 		{"badname.test", ViaDefaultPort, "https://badname.test/x", "badname.test", "badname.test", []string{"badname.test:8448"}},
+		// m.server valid by the grammar but with a port no connection can be made to: step 4.
+		{"badport.test", ViaDefaultPort, "https://badport.test/x", "badport.test", "badport.test", []string{"badport.test:8448"}},
+		// Not an IPv4 literal (a part over 255) but a DNS name, as the grammar says.
+		{"999.1.1.1", ViaDefaultPort, "https://999.1.1.1/x", "999.1.1.1", "999.1.1.1", []string{"999.1.1.1:8448"}},
+		{"plain.test:08448", ViaExplicitPort, "https://plain.test:08448/x", "plain.test", "plain.test", []string{"plain.test:08448"}},
 		{"notobject.test", ViaDefaultPort, "https://notobject.test/x", "notobject.test", "notobject.test", []string{"notobject.test:8448"}},
 		{"big.test", ViaDefaultPort, "https://big.test/x", "big.test", "big.test", []string{"big.test:8448"}},
 		{"loop.test", ViaDefaultPort, "https://loop.test/x", "loop.test", "loop.test", []string{"loop.test:8448"}},
@@ -159,6 +167,7 @@ func TestResolve(t *testing.T) {
 		{"hs2.test", ViaStatic, "http://127.0.0.1:8449/x", "127.0.0.1", "", []string{"127.0.0.1:8449"}},
 		{"hs3.test", ViaStatic, "https://internal.test:8443/x", "internal.test", "internal.test", []string{"internal.test:8443"}},
 		{"hs4.test", ViaStatic, "https://internal.test/x", "internal.test", "internal.test", []string{"internal.test:443"}},
+		{"hs5.test:99999", ViaStatic, "https://internal.test/x", "internal.test", "internal.test", []string{"internal.test:443"}},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -174,7 +183,7 @@ func TestResolve(t *testing.T) {
 		})
 	}
 	// The fallbacks above are the answers' doing, not a failure to reach the well-known server.
-	for _, h := range append(slices.Clone(wkHosts), "badjson.test", "badname.test", "notobject.test", "big.test", "loop.test", "http-redirect.test", "redirect.test") {
+	for _, h := range append(slices.Clone(wkHosts), "badjson.test", "badname.test", "badport.test", "notobject.test", "big.test", "loop.test", "http-redirect.test", "redirect.test") {
 		if env.fetches(h) == 0 {
 			t.Errorf("%s: /.well-known/matrix/server was never fetched", h)
 		}
@@ -184,6 +193,14 @@ func TestResolve(t *testing.T) {
 	}
 	if _, err := r.Resolve(ctx, "bad name"); err == nil {
 		t.Error("an invalid server name resolved")
+	}
+	// Valid server names (port = 1*5DIGIT) whose port cannot be connected to.
+	for _, name := range []core.ServerName{"example.test:99999", "example.test:65536", "example.test:0", "example.test:00000", "1.2.3.4:65536", "[2001:db8::1]:70000"} {
+		_, err := r.Resolve(ctx, name)
+		var pe *PortError
+		if !errors.As(err, &pe) || pe.ServerName != name || !strings.Contains(err.Error(), "outside 1-65535") {
+			t.Errorf("Resolve(%s) = %v, want a *PortError", name, err)
+		}
 	}
 	// Discovered names are never reached over plain HTTP (only static routes are).
 	for _, c := range cases {
