@@ -143,9 +143,10 @@ func appendUserClaims(buf []byte, users []UserClaim) []byte {
 // UTF-8) is M_NOT_JSON; otherwise the first problem in document order decides: a body that is not
 // an object, a missing or ill-typed one_time_keys, or a duplicate key is M_BAD_JSON naming the
 // path; an invalid user ID, an empty device ID or algorithm, a non-local user (federation), a bad
-// timeout or too many pairs is M_INVALID_PARAM naming the value. Unknown top-level fields are
-// ignored, as the spec allows extension. A user with an empty device map is kept: it is answered
-// {} and causes no federation request.
+// timeout or too many pairs is M_INVALID_PARAM naming the value. The body's timeout is checked
+// for both flavours (null counts as absent); a federation request does not use it, nor
+// QueryTimeout. Unknown top-level fields are ignored, as the spec allows extension. A user with
+// an empty device map is kept: it is answered {} and causes no federation request.
 func ParseClaimRequest(body []byte, opts ParseOptions) (*ClaimRequest, error) {
 	lim := opts.Limits.WithDefaults()
 	if len(body) > lim.MaxBodyBytes {
@@ -204,9 +205,7 @@ func (p *requestParser) parse() (*ClaimRequest, error) {
 			req.Users = users
 			return err
 		case "timeout":
-			if req.Federation {
-				return d.skip()
-			}
+			// Checked on both endpoints (BRIEF 2); the federation endpoint does not use it.
 			t, err := p.timeout()
 			bodyTimeout = t
 			return err

@@ -37,9 +37,15 @@ func TestParseClaimRequest(t *testing.T) {
 			body: `{"one_time_keys":{},"timeout":30000}`, opts: core.ParseOptions{Limits: small},
 			want: `{"one_time_keys":{},"timeout":20000}`},
 		{name: "federation has no timeout",
-			body: `{"one_time_keys":{"@a:hs1":{"D":"alg"}},"timeout":"junk"}`,
-			opts: core.ParseOptions{Flavour: core.FlavourFederation, ServerName: "hs1"},
+			body: `{"one_time_keys":{"@a:hs1":{"D":"alg"}},"timeout":5000}`,
+			opts: core.ParseOptions{Flavour: core.FlavourFederation, ServerName: "hs1", QueryTimeout: "junk"},
 			want: `{"one_time_keys":{"@a:hs1":{"D":"alg"}}}`},
+		{name: "federation checks the body timeout",
+			body: `{"one_time_keys":{"@a:hs1":{"D":"alg"}},"timeout":"junk"}`,
+			opts: core.ParseOptions{Flavour: core.FlavourFederation, ServerName: "hs1"}, code: core.CodeInvalidParam},
+		{name: "federation negative timeout",
+			body: `{"one_time_keys":{},"timeout":-5}`,
+			opts: core.ParseOptions{Flavour: core.FlavourFederation, ServerName: "hs1"}, code: core.CodeInvalidParam},
 		{name: "federation rejects non-local user",
 			body: `{"one_time_keys":{"@a:hs2":{"D":"alg"}}}`,
 			opts: core.ParseOptions{Flavour: core.FlavourFederation, ServerName: "hs1"}, code: core.CodeInvalidParam},
@@ -80,6 +86,19 @@ func TestParseClaimRequest(t *testing.T) {
 				t.Errorf("got  %s\nwant %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestFederationTimeoutErrorAsClient: a bad body timeout is the same error, errcode and message,
+// on both endpoints (BRIEF 2 covers both).
+func TestFederationTimeoutErrorAsClient(t *testing.T) {
+	for _, timeout := range []string{"-5", "1.5", "1e3", `"10"`, "true", "{}"} {
+		body := []byte(`{"one_time_keys":{"@a:hs1":{"D":"alg"}},"timeout":` + timeout + `}`)
+		_, cerr := core.ParseClaimRequest(body, core.ParseOptions{})
+		_, ferr := core.ParseClaimRequest(body, core.ParseOptions{Flavour: core.FlavourFederation, ServerName: "hs1"})
+		if !errors.Is(ferr, &core.Error{Code: core.CodeInvalidParam}) || cerr == nil || ferr.Error() != cerr.Error() {
+			t.Errorf("timeout %s: federation %v, client %v", timeout, ferr, cerr)
+		}
 	}
 }
 

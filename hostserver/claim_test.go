@@ -303,6 +303,19 @@ func TestFederationClaim(t *testing.T) {
 				ts.ok(uploadPath, bobToken, `{"one_time_keys":{"signed_curve25519:B":`+key("B")+`}}`)
 				wantBody(t, "counts", ts.ok(uploadPath, bobToken, `{}`), `{"one_time_key_counts":{"signed_curve25519":1}}`)
 				wantError(t, "not JSON", ts.post(fedClaimPath, "", `{`), http.StatusBadRequest, "M_NOT_JSON")
+				// The body's timeout is checked as on the client endpoint (BRIEF 2), and unused.
+				for _, bad := range []string{"-5", "1.5", `"5000"`} {
+					msg := wantError(t, "timeout "+bad, ts.post(fedClaimPath, "", `{"one_time_keys":{},"timeout":`+bad+`}`), http.StatusBadRequest, "M_INVALID_PARAM")
+					if !strings.Contains(msg, "timeout must be a non-negative integer") {
+						t.Errorf("timeout %s: message %q", bad, msg)
+					}
+				}
+				want = `{"one_time_keys":{"` + carol + `":{}}}`
+				if mode == "legacy" {
+					want = `{"one_time_keys":{}}`
+				}
+				wantBody(t, "valid timeout", ts.ok(fedClaimPath, "", `{"one_time_keys":{"`+carol+`":{}},"timeout":5000}`), want)
+				wantBody(t, "null timeout", ts.ok(fedClaimPath, "", `{"one_time_keys":{"`+carol+`":{}},"timeout":null}`), want)
 			})
 		}
 	})

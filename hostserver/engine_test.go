@@ -42,7 +42,9 @@ func TestEnginesAgree(t *testing.T) {
 		{claimPath, "", `{"one_time_keys":{"` + bob + `":{"A":"a","B":"a","C":"a","D":"a","E":"a","F":"a","G":"a","H":"a","I":"a","J":"a","K":"a","L":"a","M":"a","N":"a","O":"a","P":"a","Q":"a","R":"a","S":"a","T":"a","U":"a"}}}`},
 		{fedClaimPath, "", claimBody(bob, "BOBDEV", "NOSUCH")},
 		{fedClaimPath, "", claimBody(remoteUser, "D")},
-		{fedClaimPath, "", `{"one_time_keys":{"` + bob + `":{}},"timeout":"ignored"}`},
+		{fedClaimPath, "", `{"one_time_keys":{"` + bob + `":{}},"timeout":"not a number"}`},
+		{fedClaimPath, "", `{"one_time_keys":{"` + bob + `":{}},"timeout":-5}`},
+		{fedClaimPath, "?timeout=x", `{"one_time_keys":{"` + bob + `":{}},"timeout":5000}`},
 	}
 	for _, r := range requests {
 		native := servers["native"].post(r.path+r.query, aliceToken, r.body)
