@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"syscall"
@@ -25,8 +26,16 @@ const (
 
 // Client defaults.
 const (
-	// DefaultMaxResponseBytes bounds the body of a claim or query answer.
+	// DefaultMaxResponseBytes is the floor of the bound on a claim or query answer: what an
+	// answer may always be, however few devices the request names.
 	DefaultMaxResponseBytes = 1 << 20
+	// DefaultResponseBytesPerDevice is what the bound on a claim or query answer grows by for
+	// every device the request names: about 8 times the 244 bytes a claimed signed curve25519
+	// key of a 10-letter device takes in a claim answer, and 5 times the 424 bytes of its
+	// self-signed device keys in a query answer (measured in hostserver's
+	// TestFederationClaimThousandsOfDevices), so that long user IDs, more signatures and
+	// pretty-printed JSON fit.
+	DefaultResponseBytesPerDevice = 2 << 10
 	// DefaultMaxKeyResponseBytes bounds the body of a key server answer.
 	DefaultMaxKeyResponseBytes = 256 << 10
 	// DefaultTimeout bounds a request whose context has no deadline (BRIEF section 2's default
@@ -106,8 +115,21 @@ type ClientOptions struct {
 	SigningKey *SigningKey
 	// Resolver finds and connects to servers (nil means NewResolver(ResolverOptions{})).
 	Resolver *Resolver
-	// MaxResponseBytes bounds claim and query answers (0 means DefaultMaxResponseBytes).
+	// MaxResponseBytes is the floor of the bound on claim and query answers: the bound of the
+	// answer to a request that names no device (0 means DefaultMaxResponseBytes). The bound grows
+	// with the request: see [ClientOptions.ResponseBytesPerDevice].
 	MaxResponseBytes int64
+	// ResponseBytesPerDevice is added to the bound of an answer for every device the request
+	// names: every (user, device) of a claim, every device ID of a query (0 means
+	// DefaultResponseBytesPerDevice; negative means none: every answer is bounded by
+	// MaxResponseBytes).
+	ResponseBytesPerDevice int64
+	// MaxResponseBytesCeiling is the largest bound of an answer, whatever the request names. A
+	// query that asks for all devices of some user (an empty list: how many there are is not
+	// known before the answer) is bounded by it. 0 means MaxResponseBytes plus the allowance of
+	// 50,000 devices (core's default pair limit); a ceiling below MaxResponseBytes is
+	// MaxResponseBytes, and without an allowance per device the ceiling is MaxResponseBytes.
+	MaxResponseBytesCeiling int64
 	// MaxKeyResponseBytes bounds key server answers (0 means DefaultMaxKeyResponseBytes).
 	MaxKeyResponseBytes int64
 	// DefaultTimeout bounds requests whose context has no deadline (0 means DefaultTimeout).
@@ -131,7 +153,9 @@ type Client struct {
 	key        *SigningKey
 	resolver   *Resolver
 	http       *http.Client
-	maxBody    int64
+	maxBody    int64 // the floor of the bound on claim and query answers
+	perDevice  int64 // added to it per requested device
+	ceiling    int64 // the largest bound
 	maxKeyBody int64
 	timeout    time.Duration
 	backoff    *backoffs
@@ -148,6 +172,8 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		key:        opts.SigningKey,
 		resolver:   opts.Resolver,
 		maxBody:    opts.MaxResponseBytes,
+		perDevice:  opts.ResponseBytesPerDevice,
+		ceiling:    opts.MaxResponseBytesCeiling,
 		maxKeyBody: opts.MaxKeyResponseBytes,
 		timeout:    opts.DefaultTimeout,
 		observer:   opts.Observer,
@@ -159,6 +185,16 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if c.maxBody <= 0 {
 		c.maxBody = DefaultMaxResponseBytes
 	}
+	switch {
+	case c.perDevice == 0:
+		c.perDevice = DefaultResponseBytesPerDevice
+	case c.perDevice < 0:
+		c.perDevice, c.ceiling = 0, c.maxBody
+	}
+	if c.ceiling == 0 {
+		c.ceiling = addAllowance(c.maxBody, c.perDevice, int64(core.DefaultLimits().MaxPairs))
+	}
+	c.ceiling = max(c.ceiling, c.maxBody)
 	if c.maxKeyBody <= 0 {
 		c.maxKeyBody = DefaultMaxKeyResponseBytes
 	}
@@ -187,15 +223,18 @@ func (c *Client) Resolver() *Resolver { return c.resolver }
 // ClaimKeys sends body, a federation claim body ({"one_time_keys": {...}}), to destination's
 // POST /_matrix/federation/v1/user/keys/claim and returns its answer (any status, body
 // size-limited) or a failure: 503 when it cannot be reached or is backed off ("Not ready for
-// retry"), 504 when ctx's deadline passes first, 502 when the answer is too large, 500 when the
-// request cannot be made (an invalid server name, a body that is not JSON). The answer is not
-// judged here. A context without a deadline is bounded by DefaultTimeout.
+// retry"), 504 when ctx's deadline passes first, 502 when the answer is larger than its bound
+// (MaxResponseBytes plus ResponseBytesPerDevice for every device body names, at most
+// MaxResponseBytesCeiling), 500 when the request cannot be made (an invalid server name, a body
+// that is not JSON). The answer is not judged here. A context without a deadline is bounded by
+// DefaultTimeout.
 func (c *Client) ClaimKeys(ctx context.Context, destination core.ServerName, body []byte) core.RemoteOutcome {
 	return c.post(ctx, EndpointClaim, destination, ClaimPath, body)
 }
 
 // QueryKeys sends body, a federation query body ({"device_keys": {...}}), to destination's
-// POST /_matrix/federation/v1/user/keys/query, with the outcomes of [Client.ClaimKeys].
+// POST /_matrix/federation/v1/user/keys/query, with the outcomes of [Client.ClaimKeys]. A body
+// that asks for all devices of some user (an empty list) is bounded by MaxResponseBytesCeiling.
 func (c *Client) QueryKeys(ctx context.Context, destination core.ServerName, body []byte) core.RemoteOutcome {
 	return c.post(ctx, EndpointQuery, destination, QueryPath, body)
 }
@@ -209,7 +248,16 @@ func (c *Client) post(ctx context.Context, ep Endpoint, dest core.ServerName, pa
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
-	status, data, err := c.roundTrip(ctx, dest, http.MethodPost, path, body, c.maxBody)
+	var status int
+	var data []byte
+	content, err := parseContent(body)
+	devices, all := requestedDevices(ep, content)
+	limit := c.limitFor(devices, all)
+	if err != nil {
+		err = &requestError{err}
+	} else {
+		status, data, err = c.roundTrip(ctx, dest, http.MethodPost, path, body, content, limit)
+	}
 	latency := time.Since(start)
 	if err != nil {
 		f, outcome := classify(ctx, dest, err, latency)
@@ -217,6 +265,9 @@ func (c *Client) post(ctx context.Context, ep Endpoint, dest core.ServerName, pa
 		// A port no connection can be made to fails at once without touching the network:
 		// nothing to back off from, and the next request should say why again.
 		unreachable := outcome == OutcomeTransportError && !errors.As(err, new(*PortError))
+		if outcome == OutcomeTooLarge {
+			attrs = append(attrs, slog.Int64("requested_devices", devices), slog.Bool("all_devices", all))
+		}
 		if unreachable || outcome == OutcomeTimeout && deadline.Sub(start) >= c.backoff.policy.MinTimeout {
 			attrs = append(attrs, slog.Duration("backoff", c.backoff.fail(dest)))
 		}
@@ -240,6 +291,66 @@ func failed(status int, msg string) core.RemoteOutcome {
 	return core.RemoteOutcome{Failure: &core.Failure{Status: status, Message: msg}}
 }
 
+// responseLimit returns the bound on the answer to body, a request to the endpoint ep.
+func (c *Client) responseLimit(ep Endpoint, body []byte) int64 {
+	content, _ := parseContent(body)
+	return c.limitFor(requestedDevices(ep, content))
+}
+
+// limitFor returns the bound on the answer to a request that names devices devices, or all
+// devices of some user: the floor plus the allowance of each device, at most the ceiling; the
+// ceiling when all devices of a user were asked.
+func (c *Client) limitFor(devices int64, all bool) int64 {
+	if all {
+		return c.ceiling
+	}
+	return min(addAllowance(c.maxBody, c.perDevice, devices), c.ceiling)
+}
+
+// addAllowance returns floor + perDevice × devices, or math.MaxInt64 if that overflows.
+func addAllowance(floor, perDevice, devices int64) int64 {
+	if perDevice <= 0 || devices <= 0 {
+		return floor
+	}
+	if devices > (math.MaxInt64-floor)/perDevice {
+		return math.MaxInt64
+	}
+	return floor + perDevice*devices
+}
+
+// requestedDevices counts the devices a claim or query body (read; nil when there is none)
+// names: every (user, device) of one_time_keys, every device ID of device_keys. all reports a
+// query user asked with an empty list, that is for all of its devices. A body of another shape
+// names no device.
+func requestedDevices(ep Endpoint, content *core.Value) (devices int64, all bool) {
+	if content == nil {
+		return 0, false
+	}
+	switch ep {
+	case EndpointClaim:
+		users, ok := content.Get("one_time_keys")
+		if !ok {
+			return 0, false
+		}
+		for i := range users.Members {
+			devices += int64(len(users.Members[i].Value.Members))
+		}
+	case EndpointQuery:
+		users, ok := content.Get("device_keys")
+		if !ok {
+			return 0, false
+		}
+		for i := range users.Members {
+			list := &users.Members[i].Value
+			if list.Kind == core.KindArray && len(list.Items) == 0 {
+				all = true
+			}
+			devices += int64(len(list.Items))
+		}
+	}
+	return devices, all
+}
+
 // withTimeout bounds ctx by the default timeout when it has no deadline.
 func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
@@ -250,7 +361,7 @@ func (c *Client) withTimeout(ctx context.Context) (context.Context, context.Canc
 
 // roundTrip sends one request to dest and returns the status and body of its answer. Requests
 // are X-Matrix signed, except GET (the key server request, which is not authenticated).
-func (c *Client) roundTrip(ctx context.Context, dest core.ServerName, method, path string, body []byte, limit int64) (int, []byte, error) {
+func (c *Client) roundTrip(ctx context.Context, dest core.ServerName, method, path string, body []byte, content *core.Value, limit int64) (int, []byte, error) {
 	res, err := c.resolver.Resolve(ctx, dest)
 	if err != nil {
 		if ctx.Err() == nil && !errors.As(err, new(*PortError)) {
@@ -263,9 +374,7 @@ func (c *Client) roundTrip(ctx context.Context, dest core.ServerName, method, pa
 		return 0, nil, &requestError{err}
 	}
 	if method != http.MethodGet {
-		if err := SignRequest(req, body, c.key.serverName, dest, c.key); err != nil {
-			return 0, nil, &requestError{err}
-		}
+		signRequest(req, content, c.key.serverName, dest, c.key)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -371,7 +480,7 @@ func (c *Client) FetchServerKeys(ctx context.Context, server core.ServerName) (*
 	start := time.Now()
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	status, data, err := c.roundTrip(ctx, server, http.MethodGet, KeyServerPath, nil, c.maxKeyBody)
+	status, data, err := c.roundTrip(ctx, server, http.MethodGet, KeyServerPath, nil, nil, c.maxKeyBody)
 	latency := time.Since(start)
 	if err != nil {
 		f, outcome := classify(ctx, server, err, latency)

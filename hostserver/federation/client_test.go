@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -166,8 +167,9 @@ func TestClientOutcomes(t *testing.T) {
 		{"html.test", 200, "", `<html>`, OutcomeOK, margin},
 		{"html502.test", 502, "", `Bad Gateway`, OutcomeHTTPError, margin},
 		{"redirect.test", 302, "", ``, OutcomeHTTPError, margin},
-		{"big.test", 502, "larger than the limit of 1048576 bytes", "", OutcomeTooLarge, margin},
-		{"big-chunked.test", 502, "larger than the limit of 1048576 bytes", "", OutcomeTooLarge, margin},
+		// One device asked: 1 MiB and 2 KiB.
+		{"big.test", 502, "larger than the limit of 1050624 bytes", "", OutcomeTooLarge, margin},
+		{"big-chunked.test", 502, "larger than the limit of 1050624 bytes", "", OutcomeTooLarge, margin},
 		{"hang.test", 504, "timed out after", "", OutcomeTimeout, timeout + margin},
 		{"hang-body.test", 504, "timed out after", "", OutcomeTimeout, timeout + margin},
 		{"refused.test", 503, "could not reach refused.test", "", OutcomeTransportError, margin},
@@ -203,7 +205,7 @@ func TestClientOutcomes(t *testing.T) {
 		}
 	})
 	t.Run("configurable limit", func(t *testing.T) {
-		c, _ := NewClient(ClientOptions{SigningKey: testKey(t, "hs1.test", "a_1"), MaxResponseBytes: 10, Logger: quietLog(),
+		c, _ := NewClient(ClientOptions{SigningKey: testKey(t, "hs1.test", "a_1"), MaxResponseBytes: 10, ResponseBytesPerDevice: -1, Logger: quietLog(),
 			Resolver: NewResolver(ResolverOptions{Static: routes, DNS: newFakeDNS(), Logger: quietLog()})})
 		out := c.ClaimKeys(context.Background(), "ok.test", claimBody)
 		if out.Failure == nil || out.Failure.Status != 502 || !strings.Contains(out.Failure.Message, "limit of 10 bytes") {
@@ -259,6 +261,93 @@ func TestClientUndialablePort(t *testing.T) {
 	}
 	if _, err := env.client.FetchServerKeys(context.Background(), "hs2.test:0"); err == nil || !strings.Contains(err.Error(), "its port 0 is outside 1-65535") {
 		t.Fatalf("FetchServerKeys: %v", err)
+	}
+}
+
+// TestClientResponseLimit: the bound on a claim or query answer grows with the devices the
+// request names (a floor, plus an allowance per device, at most a ceiling); a query that asks for
+// all devices of a user, a number not known before the answer, may use the ceiling.
+func TestClientResponseLimit(t *testing.T) {
+	var size atomic.Int64   // the size of the next answer
+	var chunked atomic.Bool // whether it comes without a Content-Length
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		n := size.Load()
+		w.Header().Set("Content-Type", "application/json")
+		if !chunked.Load() {
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		}
+		io.WriteString(w, "{}")
+		w.(http.Flusher).Flush()
+		w.Write(bytes.Repeat([]byte(" "), int(n-2)))
+	}))
+	t.Cleanup(srv.Close)
+	routes := StaticRoutes{}
+	mustRoute(t, routes, "remote.test", srv.URL)
+	newClient := func(opts ClientOptions) *Client {
+		opts.SigningKey = testKey(t, "hs1.test", "a_1")
+		opts.Logger = quietLog()
+		opts.Resolver = NewResolver(ResolverOptions{Static: routes, DNS: newFakeDNS(), Logger: quietLog()})
+		c, err := NewClient(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	claim := func(devices ...string) []byte {
+		return []byte(`{"one_time_keys":{"@a:remote.test":{` + strings.Join(devices, ",") + `},"@b:remote.test":{}}}`)
+	}
+	dev := func(i int) string { return `"D` + strconv.Itoa(i) + `":"signed_curve25519"` }
+	many := make([]string, 100)
+	for i := range many {
+		many[i] = dev(i)
+	}
+	small := newClient(ClientOptions{MaxResponseBytes: 1000, ResponseBytesPerDevice: 100, MaxResponseBytesCeiling: 5000})
+	cases := []struct {
+		name   string
+		client *Client
+		query  bool
+		body   []byte
+		limit  int64
+	}{
+		{"claim of no device: the floor", small, false, claim(), 1000},
+		{"claim of 3 devices", small, false, []byte(`{"one_time_keys":{"@a:remote.test":{` + dev(1) + `,` + dev(2) + `},"@b:remote.test":{` + dev(1) + `}}}`), 1300},
+		{"claim of 100 devices: the ceiling", small, false, claim(many...), 5000},
+		{"query of 2 named devices", small, true, []byte(`{"device_keys":{"@a:remote.test":["D1","D2"]}}`), 1200},
+		{"query of no user", small, true, []byte(`{"device_keys":{}}`), 1000},
+		{"query of all devices of a user: the ceiling", small, true, []byte(`{"device_keys":{"@a:remote.test":["D1"],"@b:remote.test":[]}}`), 5000},
+		{"no allowance per device", newClient(ClientOptions{MaxResponseBytes: 1000, ResponseBytesPerDevice: -1}), false, claim(dev(1), dev(2)), 1000},
+		{"no allowance: all devices get the floor", newClient(ClientOptions{MaxResponseBytes: 1000, ResponseBytesPerDevice: -1}), true, []byte(`{"device_keys":{"@a:remote.test":[]}}`), 1000},
+		{"defaults, one device", newClient(ClientOptions{}), false, claim(dev(1)), 1<<20 + 2048},
+		{"defaults, all devices: floor and 50,000 devices", newClient(ClientOptions{}), true, []byte(`{"device_keys":{"@a:remote.test":[]}}`), 1<<20 + 2048*50_000},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ep, call := EndpointClaim, c.client.ClaimKeys
+			if c.query {
+				ep, call = EndpointQuery, c.client.QueryKeys
+			}
+			if got := c.client.responseLimit(ep, c.body); got != c.limit {
+				t.Fatalf("responseLimit = %d, want %d", got, c.limit)
+			}
+			if c.limit > 4<<20 {
+				return // not worth sending
+			}
+			for _, withoutLength := range []bool{false, true} {
+				dest := core.ServerName("remote.test")
+				chunked.Store(withoutLength)
+				size.Store(c.limit)
+				if out := call(context.Background(), dest, c.body); out.Failure != nil || out.Status != 200 || int64(len(out.Body)) != c.limit {
+					t.Fatalf("an answer of exactly the limit: %+v (%d bytes)", out.Failure, len(out.Body))
+				}
+				size.Store(c.limit + 1)
+				out := call(context.Background(), dest, c.body)
+				if out.Failure == nil || out.Failure.Status != StatusTooLarge ||
+					out.Failure.Message != "the answer of remote.test is larger than the limit of "+strconv.FormatInt(c.limit, 10)+" bytes" {
+					t.Fatalf("an answer one byte over the limit: %d %+v", out.Status, out.Failure)
+				}
+			}
+		})
 	}
 }
 

@@ -20,9 +20,10 @@
 //     ([StaticRoutes]), the only way to reach a server over plain HTTP;
 //   - the client of POST /_matrix/federation/v1/user/keys/claim and /user/keys/query
 //     (user_keys.yaml) that the claim fan-out of BRIEF section 4 uses ([Client], [FanOut]):
-//     answers are size-limited and returned as they came, to be judged by the core; failures
-//     before an answer become core.Failure values; a destination that keeps failing is backed off
-//     exponentially and fails fast with "Not ready for retry", as Synapse does.
+//     answers are size-limited (by a bound that grows with the devices asked) and returned as
+//     they came, to be judged by the core; failures before an answer become core.Failure
+//     values; a destination that keeps failing is backed off exponentially and fails fast with
+//     "Not ready for retry", as Synapse does.
 //
 // Nothing here trusts a remote answer: the client returns status and body, and the core walks
 // the request, not the answer. FEDERATION-NOTES.md says why this package is written here rather

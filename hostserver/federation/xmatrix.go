@@ -248,14 +248,28 @@ func requestJSON(method, uri string, origin, destination core.ServerName, conten
 // with key. The signed uri is req.URL.RequestURI(), the path and query as Go sends them; the
 // body must be JSON. origin and destination are server names before any delegation.
 func SignRequest(req *http.Request, body []byte, origin, destination core.ServerName, key *SigningKey) error {
-	var content *core.Value
-	if len(body) > 0 {
-		v, err := core.ParseValue(body)
-		if err != nil {
-			return fmt.Errorf("sign request: body: %w", err)
-		}
-		content = &v
+	content, err := parseContent(body)
+	if err != nil {
+		return err
 	}
+	signRequest(req, content, origin, destination, key)
+	return nil
+}
+
+// parseContent reads the JSON body of a request to be signed: nil when there is none.
+func parseContent(body []byte) (*core.Value, error) {
+	if len(body) == 0 {
+		return nil, nil
+	}
+	v, err := core.ParseValue(body)
+	if err != nil {
+		return nil, fmt.Errorf("sign request: body: %w", err)
+	}
+	return &v, nil
+}
+
+// signRequest is SignRequest with the body already read (nil when there is none).
+func signRequest(req *http.Request, content *core.Value, origin, destination core.ServerName, key *SigningKey) {
 	v := requestJSON(req.Method, req.URL.RequestURI(), origin, destination, content)
 	req.Header.Set("Authorization", XMatrix{
 		Origin:      origin,
@@ -263,5 +277,4 @@ func SignRequest(req *http.Request, body []byte, origin, destination core.Server
 		Key:         key.id,
 		Signature:   key.sign(v.AppendJSON(nil)),
 	}.String())
-	return nil
 }
