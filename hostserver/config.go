@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -61,9 +62,17 @@ type Config struct {
 	// FederationTimeoutCap (--federation-timeout-cap) is the longest a client request waits for
 	// remote servers, whatever timeout the client asked for.
 	FederationTimeoutCap time.Duration
-	// FederationMaxResponseBytes (--federation-max-response-bytes) bounds the body of a remote
-	// server's claim or query answer; a larger one is a failure of that server.
+	// FederationMaxResponseBytes (--federation-max-response-bytes) is the floor of the bound on
+	// the body of a remote server's claim or query answer: the bound of an answer to a request
+	// that names no device. A larger answer is a failure of that server (502).
 	FederationMaxResponseBytes int64
+	// FederationResponseBytesPerDevice (--federation-response-bytes-per-device) is added to that
+	// bound for every device the request names, so that a claim within --max-pairs can be
+	// answered in full; the bound is at most [Config.FederationMaxResponseBytesCeiling], which
+	// is also the bound of a query that asks for all devices of some user. 0 means none: every
+	// answer is bounded by FederationMaxResponseBytes. See DESIGN.md, "Why does the bound on a
+	// remote answer grow with the request?".
+	FederationResponseBytesPerDevice int64
 	// FederationAllowPrivateIPs (--federation-allow-private-ips) lets discovered servers be at
 	// loopback, private and other non-public addresses (static routes always may).
 	FederationAllowPrivateIPs bool
@@ -115,11 +124,30 @@ func DefaultConfig() Config {
 		LogLevel:       "info",
 		GCPercent:      DefaultGCPercent,
 
-		FederationEnabled:          true,
-		SigningKey:                 DefaultSigningKeyPath,
-		FederationTimeoutCap:       DefaultFederationTimeoutCap,
-		FederationMaxResponseBytes: federation.DefaultMaxResponseBytes,
+		FederationEnabled:                true,
+		SigningKey:                       DefaultSigningKeyPath,
+		FederationTimeoutCap:             DefaultFederationTimeoutCap,
+		FederationMaxResponseBytes:       federation.DefaultMaxResponseBytes,
+		FederationResponseBytesPerDevice: federation.DefaultResponseBytesPerDevice,
 	}
+}
+
+// MaxFederationResponseBytesPerDevice is the largest --federation-response-bytes-per-device:
+// no device's keys come near it.
+const MaxFederationResponseBytesPerDevice = 1 << 20
+
+// FederationMaxResponseBytesCeiling returns the largest bound on a remote server's claim or
+// query answer: FederationMaxResponseBytes plus FederationResponseBytesPerDevice for MaxPairs
+// devices, the most one request may name (math.MaxInt64 if that overflows).
+func (c *Config) FederationMaxResponseBytesCeiling() int64 {
+	per, pairs := c.FederationResponseBytesPerDevice, int64(c.MaxPairs)
+	if per <= 0 || pairs <= 0 {
+		return c.FederationMaxResponseBytes
+	}
+	if pairs > (math.MaxInt64-c.FederationMaxResponseBytes)/per {
+		return math.MaxInt64
+	}
+	return c.FederationMaxResponseBytes + per*pairs
 }
 
 // Federation defaults.
@@ -179,7 +207,8 @@ func LoadConfig(args []string, lookupEnv func(string) (string, bool), usage io.W
 	fs.StringVar(&cfg.SigningKey, "signing-key", cfg.SigningKey, "this server's ed25519 signing key file (Synapse's format), created on first start if missing")
 	fs.Var(&cfg.FederationResolve, "federation-resolve", "send requests for a server name to a base URL, bypassing discovery: `name=URL` (repeatable, or comma-separated; the only way to use plain http://)")
 	fs.DurationVar(&cfg.FederationTimeoutCap, "federation-timeout-cap", cfg.FederationTimeoutCap, "the longest a client request waits for remote servers, whatever its timeout")
-	fs.Int64Var(&cfg.FederationMaxResponseBytes, "federation-max-response-bytes", cfg.FederationMaxResponseBytes, "largest claim or query answer accepted from a remote server, in bytes")
+	fs.Int64Var(&cfg.FederationMaxResponseBytes, "federation-max-response-bytes", cfg.FederationMaxResponseBytes, "bound on a remote server's claim or query answer, in bytes, before the allowance per requested device (a larger answer makes that server a failure, 502)")
+	fs.Int64Var(&cfg.FederationResponseBytesPerDevice, "federation-response-bytes-per-device", cfg.FederationResponseBytesPerDevice, "bytes added to that bound per device the request names, up to the allowance of --max-pairs devices, which also bounds a query of all devices of a user (0: none)")
 	fs.StringVar(&cfg.Upstream, "upstream", cfg.Upstream, "proxy mode: complete the /keys/claim answers of this existing homeserver (base URL); nothing is stored")
 	fs.BoolVar(&cfg.UpstreamPassthrough, "upstream-passthrough", cfg.UpstreamPassthrough, "proxy mode: also proxy every other path to the upstream unchanged")
 	fs.BoolVar(&cfg.UpstreamTrustForwarded, "upstream-trust-forwarded", cfg.UpstreamTrustForwarded, "proxy mode: keep X-Forwarded-* headers from a reverse proxy in front of keyclaim")
@@ -351,6 +380,9 @@ func (c *Config) Validate() error {
 	if c.FederationMaxResponseBytes < 2 {
 		bad("--federation-max-response-bytes must be at least 2 (the body {}), got %d", c.FederationMaxResponseBytes)
 	}
+	if c.FederationResponseBytesPerDevice < 0 || c.FederationResponseBytesPerDevice > MaxFederationResponseBytesPerDevice {
+		bad("--federation-response-bytes-per-device must be between 0 and %d, got %d", MaxFederationResponseBytesPerDevice, c.FederationResponseBytesPerDevice)
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format: want text or json, got %q", c.LogFormat)
 	}
@@ -383,6 +415,7 @@ func (c *Config) LogAttrs() []any {
 		"dev", c.Dev, "log_format", c.LogFormat, "log_level", c.LogLevel, "gc_percent", c.GCPercent,
 		"federation", c.FederationEnabled, "signing_key", c.SigningKey, "federation_resolve", c.FederationResolve.String(),
 		"federation_timeout_cap", c.FederationTimeoutCap.String(), "federation_max_response_bytes", c.FederationMaxResponseBytes,
+		"federation_response_bytes_per_device", c.FederationResponseBytesPerDevice, "federation_max_response_bytes_ceiling", c.FederationMaxResponseBytesCeiling(),
 		"federation_allow_private_ips", c.FederationAllowPrivateIPs,
 	}
 }

@@ -111,8 +111,14 @@ func TestLoadConfigFederation(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !cfg.FederationEnabled || cfg.SigningKey != "./var/signing.key" || len(cfg.FederationResolve) != 0 ||
-		cfg.FederationTimeoutCap != 60*time.Second || cfg.FederationMaxResponseBytes != 1<<20 || cfg.FederationAllowPrivateIPs {
+		cfg.FederationTimeoutCap != 60*time.Second || cfg.FederationMaxResponseBytes != 1<<20 || cfg.FederationResponseBytesPerDevice != 2048 ||
+		cfg.FederationAllowPrivateIPs {
 		t.Errorf("federation defaults: %+v", cfg)
+	}
+	// The bound on a remote answer: 1 MiB, plus 2 KiB per device asked, at most what a claim of
+	// --max-pairs devices may take.
+	if got := cfg.FederationMaxResponseBytesCeiling(); got != 1<<20+2048*50_000 {
+		t.Errorf("default ceiling of a remote answer = %d", got)
 	}
 
 	// Repeatable on the command line, comma-separated in the environment, a list in the file.
@@ -133,6 +139,8 @@ federation-resolve:
   - hs3.test=http://127.0.0.1:8449
 federation_timeout_cap: 20s
 federation-max-response-bytes: 65536
+federation-response-bytes-per-device: 512
+max-pairs: 1000
 federation-allow-private-ips: true
 `)
 	cfg, err = hostserver.LoadConfig([]string{"--config", file}, env(map[string]string{"KEYCLAIM_FEDERATION_TIMEOUT_CAP": "15s"}), io.Discard)
@@ -140,8 +148,16 @@ federation-allow-private-ips: true
 		t.Fatal(err)
 	}
 	if cfg.FederationEnabled || cfg.SigningKey != "/etc/keyclaim/signing.key" || cfg.FederationResolve.String() != "hs2.test=http://127.0.0.1:8448,hs3.test=http://127.0.0.1:8449" ||
-		cfg.FederationTimeoutCap != 15*time.Second || cfg.FederationMaxResponseBytes != 65536 || !cfg.FederationAllowPrivateIPs {
+		cfg.FederationTimeoutCap != 15*time.Second || cfg.FederationMaxResponseBytes != 65536 || cfg.FederationResponseBytesPerDevice != 512 ||
+		!cfg.FederationAllowPrivateIPs {
 		t.Errorf("federation settings from the file and the environment: %+v", cfg)
+	}
+	if got := cfg.FederationMaxResponseBytesCeiling(); got != 65536+512*1000 {
+		t.Errorf("ceiling of a remote answer = %d, want --federation-max-response-bytes + --federation-response-bytes-per-device × --max-pairs", got)
+	}
+	cfg.FederationResponseBytesPerDevice = 0
+	if got := cfg.FederationMaxResponseBytesCeiling(); got != 65536 {
+		t.Errorf("ceiling without an allowance per device = %d, want the floor", got)
 	}
 	cfg, err = hostserver.LoadConfig([]string{"--config", file, "--federation-resolve", "hs9.test=http://127.0.0.1:1"},
 		env(map[string]string{"KEYCLAIM_FEDERATION_RESOLVE": "hs8.test=http://127.0.0.1:2"}), io.Discard)
@@ -202,6 +218,8 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"no signing key", []string{"--tokens", "t", "--signing-key", ""}, nil, "--signing-key"},
 		{"bad timeout cap", []string{"--tokens", "t", "--federation-timeout-cap", "0s"}, nil, "--federation-timeout-cap"},
 		{"bad response limit", []string{"--tokens", "t", "--federation-max-response-bytes", "1"}, nil, "--federation-max-response-bytes"},
+		{"negative allowance per device", []string{"--tokens", "t", "--federation-response-bytes-per-device", "-1"}, nil, "--federation-response-bytes-per-device"},
+		{"huge allowance per device", []string{"--tokens", "t", "--federation-response-bytes-per-device", "2000000"}, nil, "--federation-response-bytes-per-device"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -46,13 +46,19 @@ func (s *Server) buildFederation(cfg *Config) error {
 		AllowPrivateIPs: cfg.FederationAllowPrivateIPs,
 		Logger:          log,
 	})
+	perDevice := cfg.FederationResponseBytesPerDevice
+	if perDevice == 0 {
+		perDevice = -1 // none (0 would be the client's default)
+	}
 	client, err := federation.NewClient(federation.ClientOptions{
-		SigningKey:       key,
-		Resolver:         resolver,
-		MaxResponseBytes: cfg.FederationMaxResponseBytes,
-		DefaultTimeout:   cfg.FederationTimeoutCap,
-		Observer:         s.metrics,
-		Logger:           log,
+		SigningKey:              key,
+		Resolver:                resolver,
+		MaxResponseBytes:        cfg.FederationMaxResponseBytes,
+		ResponseBytesPerDevice:  perDevice,
+		MaxResponseBytesCeiling: cfg.FederationMaxResponseBytesCeiling(),
+		DefaultTimeout:          cfg.FederationTimeoutCap,
+		Observer:                s.metrics,
+		Logger:                  log,
 	})
 	if err != nil {
 		return fmt.Errorf("federation client: %w", err)

@@ -500,20 +500,22 @@ func testMisbehavingQueries(t *testing.T, hs1 *testServer) {
 		`"@v:`+n+`":{"V1":{"device_id":"V1","keys":{"ed25519:V1":"ed"},"user_id":"@v:`+n+`"}}},"failures":{}}`)
 	for _, c := range []struct {
 		name    string
+		devices string // the device list of @u
 		status  int
 		message string
 	}{
-		{"q-not-json", 502, "the remote answer is not valid JSON"},
-		{"q-not-object", 502, "the remote answer is not of the required shape: device_keys must be an object"},
-		{"q-no-device-keys", 502, "the remote answer is not of the required shape: device_keys must be an object"},
-		{"q-500", 500, "boom"},
-		{"q-huge", 502, "the answer of q-huge.fake.test is larger than the limit of 1048576 bytes"},
-		{"q-hangs", 504, ""},
+		{"q-not-json", `[]`, 502, "the remote answer is not valid JSON"},
+		{"q-not-object", `[]`, 502, "the remote answer is not of the required shape: device_keys must be an object"},
+		{"q-no-device-keys", `[]`, 502, "the remote answer is not of the required shape: device_keys must be an object"},
+		{"q-500", `[]`, 500, "boom"},
+		// One device asked: the bound is 1 MiB and 2 KiB (see "q-huge, all devices" below).
+		{"q-huge", `["D1"]`, 502, "the answer of q-huge.fake.test is larger than the limit of 1050624 bytes"},
+		{"q-hangs", `[]`, 504, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			n := c.name + ".fake.test"
 			start := time.Now()
-			got := hs1.ok(queryPath, aliceToken, `{"device_keys":{"@u:`+n+`":[],"@g:`+goodRemote+`":[]},"timeout":1500}`)
+			got := hs1.ok(queryPath, aliceToken, `{"device_keys":{"@u:`+n+`":`+c.devices+`,"@g:`+goodRemote+`":[]},"timeout":1500}`)
 			if d := time.Since(start); d > fakeTimeout+fakeMargin {
 				t.Errorf("answered after %s", d)
 			}
@@ -533,4 +535,12 @@ func testMisbehavingQueries(t *testing.T, hs1 *testServer) {
 			}
 		})
 	}
+	t.Run("q-huge, all devices", func(t *testing.T) {
+		// How many devices "all" is cannot be known before the answer: the bound is the ceiling
+		// (the allowance of --max-pairs devices), so the 2 MiB answer is read, and judged: it
+		// holds nothing of @u.
+		n := "q-huge.fake.test"
+		got := hs1.ok(queryPath, aliceToken, `{"device_keys":{"@u:`+n+`":[]},"timeout":1500}`)
+		wantBody(t, "all devices of a user of q-huge", got, `{"device_keys":{"@u:`+n+`":{}},"failures":{}}`)
+	})
 }
