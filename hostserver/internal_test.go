@@ -3,6 +3,7 @@ package hostserver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -172,6 +173,7 @@ func FuzzParseUpload(f *testing.F) {
 	id := Identity{User: "@bob:hs.test", Device: "BOBDEV"}
 	for _, seed := range []string{
 		``, `{}`, `{"device_keys":{"user_id":"@bob:hs.test","device_id":"BOBDEV","keys":{}}}`,
+		`{"device_keys":{"user_id":"@bob:hs.test","device_id":"BOBDEV","algorithms":["a"],"keys":{"ed25519:BOBDEV":"k"},"signatures":{"@bob:hs.test":{"ed25519:BOBDEV":"s"}},"unsigned":{}}}`,
 		`{"one_time_keys":{"signed_curve25519:A":{"key":"a"}},"fallback_keys":{"a:b":"c"}}`,
 		`{"one_time_keys":{"x":1}}`, `[`, "{\"a\":\"\xff\"}",
 	} {
@@ -192,6 +194,9 @@ func FuzzParseUpload(f *testing.F) {
 		if up.DeviceKeys != nil && !bytes.Contains(body, up.DeviceKeys) {
 			t.Fatalf("device keys %q are not bytes of the body", up.DeviceKeys)
 		}
+		if up.DeviceKeys != nil && !deviceKeysShapeOK(up.DeviceKeys) {
+			t.Fatalf("device keys %q accepted without the shape of DeviceKeys", up.DeviceKeys)
+		}
 		for _, m := range []map[string][]byte{toBytes(up.OneTimeKeys), toBytes(up.FallbackKeys)} {
 			for kid, v := range m {
 				if _, err := core.ParseKeyID(kid); err != nil {
@@ -204,6 +209,54 @@ func FuzzParseUpload(f *testing.F) {
 			}
 		}
 	})
+}
+
+// deviceKeysShapeOK reports whether raw has what the spec's DeviceKeys requires: user_id and
+// device_id strings, algorithms an array of strings, keys an object of strings, signatures an
+// object of "@..." to objects of strings. It reads with encoding/json, independently of core.
+func deviceKeysShapeOK(raw []byte) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return false
+	}
+	str := func(v json.RawMessage) bool {
+		var s string
+		return len(v) > 0 && v[0] == '"' && json.Unmarshal(v, &s) == nil
+	}
+	objectOfStrings := func(v json.RawMessage) bool {
+		var o map[string]json.RawMessage
+		if len(v) == 0 || v[0] != '{' || json.Unmarshal(v, &o) != nil {
+			return false
+		}
+		for _, s := range o {
+			if !str(s) {
+				return false
+			}
+		}
+		return true
+	}
+	var algs, sigs = m["algorithms"], m["signatures"]
+	var items []json.RawMessage
+	if !str(m["user_id"]) || !str(m["device_id"]) || !objectOfStrings(m["keys"]) ||
+		len(algs) == 0 || algs[0] != '[' || json.Unmarshal(algs, &items) != nil ||
+		len(sigs) == 0 || sigs[0] != '{' {
+		return false
+	}
+	for _, a := range items {
+		if !str(a) {
+			return false
+		}
+	}
+	var byUser map[string]json.RawMessage
+	if json.Unmarshal(sigs, &byUser) != nil {
+		return false
+	}
+	for user, s := range byUser {
+		if !objectOfStrings(s) || len(user) == 0 || user[0] != '@' {
+			return false
+		}
+	}
+	return true
 }
 
 func toBytes[T ~[]byte](m map[string]T) map[string][]byte {

@@ -10,9 +10,11 @@ import (
 
 // BRIEF section 6: /keys/query and the federation query.
 
-// deviceKeys returns device keys as a client would upload them, with the given whitespace style.
+// deviceKeys returns device keys as a client would upload them (self-signed), with a space
+// that canonical JSON would not have.
 func deviceKeys(user, device string) string {
-	return `{"algorithms":["m.olm.v1.curve25519-aes-sha2"], "device_id":"` + device + `","keys":{"ed25519:` + device + `":"ed-` + device + `"},"user_id":"` + user + `"}`
+	return `{"algorithms":["m.olm.v1.curve25519-aes-sha2"], "device_id":"` + device + `","keys":{"ed25519:` + device + `":"ed-` + device + `"},` +
+		`"signatures":{"` + user + `":{"ed25519:` + device + `":"sig-` + device + `"}},"user_id":"` + user + `"}`
 }
 
 func TestQuery(t *testing.T) {

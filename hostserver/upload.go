@@ -83,7 +83,9 @@ func appendCounts(buf []byte, counts store.Counts) []byte {
 // an object, duplicate keys anywhere, a device_keys, one_time_keys or fallback_keys that is not
 // an object, or a key that is neither a string nor an object with a string "key" is M_BAD_JSON;
 // device_keys naming another user or device, an invalid key ID, or two fallback keys of one
-// algorithm is M_INVALID_PARAM. A missing, null or empty field means "nothing new".
+// algorithm is M_INVALID_PARAM. A missing, null or empty field means "nothing new". Device keys
+// must otherwise have the shape of the spec's DeviceKeys (see checkDeviceKeysShape: M_BAD_JSON
+// naming the path); they are returned as the exact bytes of the body.
 func ParseUpload(body []byte, id Identity) (store.Upload, error) {
 	var up store.Upload
 	if len(bytes.TrimSpace(body)) == 0 {
@@ -102,6 +104,9 @@ func ParseUpload(body []byte, id Identity) (store.Upload, error) {
 		}
 		if len(dk.Members) > 0 {
 			if err := checkDeviceKeysOwner(dk, id); err != nil {
+				return up, err
+			}
+			if err := checkDeviceKeysShape(dk); err != nil {
 				return up, err
 			}
 			raw, err := rawMember(body, "device_keys")
