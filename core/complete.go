@@ -163,8 +163,9 @@ func newResponse(req *ClaimRequest, mode Mode, federation bool) *ClaimResponse {
 // one_time_keys object is recorded once in failures, and none of its users appears in
 // one_time_keys. A remote answer is never trusted: completion walks the request, keeping only
 // requested users of that server, requested devices, keys of the requested algorithm (the
-// smallest key ID when there are several) whose value is a string or an object with a string
-// "key". A destination missing from remote is recorded as a failure; an outcome for this server
+// smallest key ID when there are several) whose value is a key (IsKeyValue: a string or an
+// object with a string "key", no null in it). A local key that is not a key value is dropped
+// too. A destination missing from remote is recorded as a failure; an outcome for this server
 // or for a server nobody asked about is ignored.
 func CompleteClient(req *ClaimRequest, local LocalResults, remote map[ServerName]RemoteOutcome, opts CompleteOptions) *ClaimResponse {
 	resp := newResponse(req, opts.Mode, false)
@@ -194,10 +195,27 @@ func (r *ClaimResponse) fillLocal(local LocalResults, server ServerName) {
 		for j := range u.Devices {
 			d := &u.Devices[j]
 			if k, ok := keys[d.Device]; ok && k.KeyID.Algorithm() == d.Algorithm {
-				d.Claimed, d.Key = true, k
+				if k.Key, ok = localKey(k.Key); ok {
+					d.Claimed, d.Key = true, k
+				}
 			}
 		}
 	}
+}
+
+// localKey judges the text of a local key as the local member of the completion operations is
+// judged (readDeviceKeys): canonical text that is a key is kept as it is, other text that
+// IsKeyValue accepts is written canonically, anything else (null inside, say, stored before
+// uploads refused it) is no key. So a host calling core directly answers as the module does.
+func localKey(text []byte) ([]byte, bool) {
+	if end, isKey, ok := canonicalText(text, 0, 0, true); ok && end == len(text) {
+		return text, isKey
+	}
+	v, err := ParseValue(text)
+	if err != nil || !IsKeyValue(&v) {
+		return nil, false
+	}
+	return v.AppendJSON(nil), true
 }
 
 // fillRemotes judges the outcome of every remote server named in the request.
@@ -380,8 +398,8 @@ func findDevice(devs []DeviceResult, key []byte, hint int) (int, bool) {
 	return lo, lo < len(devs) && string(devs[lo].Device) == string(key)
 }
 
-// readDeviceKeys reads one device's key map, keeping the valid key of the requested algorithm
-// with the smallest key ID. A key whose text is already canonical is copied as it is; any other
+// readDeviceKeys reads one device's key map, keeping the valid key (IsKeyValue) of the requested
+// algorithm with the smallest key ID. A key whose text is already canonical is copied as it is; any other
 // is parsed and re-encoded.
 func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) error {
 	var seen [4][]byte
@@ -420,7 +438,7 @@ func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) error {
 		if err != nil {
 			return err
 		}
-		if isKeyValue(&v) && better {
+		if IsKeyValue(&v) && better {
 			r.arena = v.AppendJSON(r.arena)
 			r.claim(dr, r.keyID(d, id, off), n)
 		}
@@ -449,13 +467,39 @@ func (r *ClaimResponse) keyID(d *decoder, id []byte, off int) KeyID {
 	return KeyID(r.ids.String()[n:])
 }
 
-// isKeyValue reports whether v can be a one-time key: a string, or an object with a string "key".
-func isKeyValue(v *Value) bool {
+// IsKeyValue reports whether v can be a one-time or fallback key: a string, or an object with a
+// string member "key" and no null anywhere in it. It is the one definition of a key value, applied
+// to remote and upstream answers, local results, the inventory of select_keys and (in hostserver)
+// uploads. Null is excluded at any depth because BRIEF 4 says nothing anywhere is null (real
+// clients reject null maps, and the claimed key is then lost), and the spec's KeyObject requires
+// signatures to be an object.
+func IsKeyValue(v *Value) bool {
 	if v.Kind == KindString {
 		return true
 	}
 	k, ok := v.Get("key")
-	return ok && k.Kind == KindString
+	return ok && k.Kind == KindString && !hasNull(v)
+}
+
+// hasNull reports whether v is null or holds a null at any depth.
+func hasNull(v *Value) bool {
+	switch v.Kind {
+	case KindNull:
+		return true
+	case KindArray:
+		for i := range v.Items {
+			if hasNull(&v.Items[i]) {
+				return true
+			}
+		}
+	case KindObject:
+		for i := range v.Members {
+			if hasNull(&v.Members[i].Value) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // AppendJSON appends the response as canonical JSON: {"failures":{...},"one_time_keys":{...}}

@@ -135,6 +135,7 @@ func FuzzCompleteClient(f *testing.F) {
 		`{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":"k"},"EVIL":{}},"@z:hs9":{}}}`,
 		`{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":{"key":"k"},"alg:a":{"key":1}}}}}`,
 		`{"one_time_keys":[]}`, `<html>`, `{"one_time_keys":{"@b:hs2":"x"}}`, `null`,
+		`{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":{"key":"k","signatures":null},"alg:y":{ "key":"y", "u":{"n":null} }}}}}`,
 	} {
 		f.Add([]byte(s), 200)
 	}
@@ -158,7 +159,7 @@ func checkComplete(t *testing.T, req *core.ClaimRequest, out, body []byte) {
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("output %s is not the claim response shape: %v", out, err)
 	}
-	if got.Failures == nil || got.OneTimeKeys == nil || bytes.Contains(out, []byte("null")) && !bytes.Contains(body, []byte("null")) {
+	if got.Failures == nil || got.OneTimeKeys == nil || hasNull(t, out) {
 		t.Fatalf("output %s has a null or missing map", out)
 	}
 	_, hs2Failed := got.Failures["hs2"]
@@ -191,6 +192,39 @@ func checkComplete(t *testing.T, req *core.ClaimRequest, out, body []byte) {
 	}
 }
 
+// hasNull reports whether the JSON text out holds a null anywhere (BRIEF 4: nothing anywhere is
+// null, keys included).
+func hasNull(t *testing.T, out []byte) bool {
+	t.Helper()
+	d := json.NewDecoder(bytes.NewReader(out))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		t.Fatalf("output %s is not JSON: %v", out, err)
+	}
+	var walk func(any) bool
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case nil:
+			return true
+		case []any:
+			for _, x := range v {
+				if walk(x) {
+					return true
+				}
+			}
+		case map[string]any:
+			for _, x := range v {
+				if walk(x) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(v)
+}
+
 func countFailedUsers(req *core.ClaimRequest, failures map[string]json.RawMessage) int {
 	n := 0
 	for _, u := range req.Users {
@@ -205,6 +239,7 @@ func FuzzClassifyClaim(f *testing.F) {
 	for _, s := range []string{
 		`{"failures":{"hs3":{}},"one_time_keys":{"@b:hs2":{"B1":{"alg:x":"k"}}}}`,
 		`{"one_time_keys":null,"failures":null}`, `[]`, `{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":"k","alg:x":"j"}}}}`,
+		`{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":{"key":"k","signatures":null}}}}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -220,8 +255,12 @@ func FuzzClassifyClaim(f *testing.F) {
 		if len(c.Devices) != req.Pairs() {
 			t.Fatalf("classified %d devices, asked for %d", len(c.Devices), req.Pairs())
 		}
-		if !json.Valid(c.AppendJSON(nil)) {
+		out := c.AppendJSON(nil)
+		if !json.Valid(out) {
 			t.Fatalf("invalid JSON output")
+		}
+		if hasNull(t, out) {
+			t.Fatalf("output %s holds a null", out)
 		}
 	})
 }
@@ -263,6 +302,7 @@ func FuzzCompleteUpstream(f *testing.F) {
 	for _, s := range []string{
 		`{"failures":{"hs2":{"status":503}},"one_time_keys":{"@b:hs2":{"B1":{"alg:x":"k"}},"@a:hs1":{"A1":{"alg:y":{"key":"y"}}}}}`,
 		`{"one_time_keys":null}`, `[]`, `{"failures":{"hs1":{}},"one_time_keys":{"@z:hs9":{}}}`,
+		`{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":{"key":"k","signatures":null}}}}}`,
 	} {
 		f.Add([]byte(s))
 	}

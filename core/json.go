@@ -730,11 +730,12 @@ func (d *decoder) value() (Value, error) {
 
 // canonicalValue moves past the value at d.pos if its text is already canonical JSON, which is
 // how keys usually arrive: no white space, strings without escapes (and valid UTF-8), object
-// keys in strictly ascending byte order, nesting within maxDepth. Such a text is exactly what
-// value followed by AppendJSON would produce, so it can be copied as it is, without building a
-// tree. isKey reports whether the value is a string or an object with a string member "key"
-// (isKeyValue). When ok is false nothing was consumed: read the value with value, which builds
-// it, canonicalises it or reports its error.
+// keys in strictly ascending byte order, nesting within maxDepth, and no null (a value with a
+// null in it is never a key, see IsKeyValue; it is left to the slow path, which says so). Such a
+// text is exactly what value followed by AppendJSON would produce, so it can be copied as it is,
+// without building a tree. isKey reports whether the value is a string or an object with a string
+// member "key" (IsKeyValue). When ok is false nothing was consumed: read the value with value,
+// which builds it, canonicalises it, judges it or reports its error.
 func (d *decoder) canonicalValue() (isKey, ok bool) {
 	end, isKey, ok := canonicalText(d.data, d.pos, d.depth, true)
 	if ok {
@@ -830,8 +831,8 @@ func canonicalText(b []byte, i, depth int, top bool) (end int, isKey, ok bool) {
 		return i + 4, false, literalAt(b, i, "true")
 	case c == 'f':
 		return i + 5, false, literalAt(b, i, "false")
-	case c == 'n':
-		return i + 4, false, literalAt(b, i, "null")
+	case c == 'n': // null is not copied: a value holding it is no key (IsKeyValue), the tree decides
+		return i, false, false
 	}
 	return i, false, false
 }

@@ -187,8 +187,8 @@ func readInventoryKey(what string, item Value, oneTime bool) (ClaimedKey, int64,
 		return ClaimedKey{}, 0, false, &Error{Code: CodeInvalidParam, Message: what + ": " + err.Error()}
 	}
 	kv, ok := item.Get("key")
-	if !ok || !isKeyValue(kv) {
-		return ClaimedKey{}, 0, false, errorf(CodeBadJSON, "%s: key must be a string or an object with a string \"key\"", what)
+	if !ok || !IsKeyValue(kv) {
+		return ClaimedKey{}, 0, false, errorf(CodeBadJSON, "%s: key must be a string or an object with a string \"key\" and no null", what)
 	}
 	var batch int64
 	var used bool

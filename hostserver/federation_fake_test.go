@@ -243,6 +243,9 @@ func fakeCases() []fakeCase {
 			devices: map[string]string{"@u:N D1": "", "@u:N D2": "", "@w:N W1": ""}},
 		{name: "nulls", claim: answer(200, `{"one_time_keys":{"@u:N":{"D1":null,"D2":{"signed_curve25519:K2":null}},"@w:N":null},"failures":null}`),
 			devices: map[string]string{"@u:N D1": "", "@u:N D2": "", "@w:N W1": ""}},
+		{name: "null-inside-keys", claim: answer(200, `{"one_time_keys":{"@u:N":{"D1":{"signed_curve25519:A":{"key":"k","signatures":null,"unsigned":{"x":null}}},`+
+			`"D2":{"signed_curve25519:A":{"key":"ok","extra":null},"signed_curve25519:B":{"key":"kb"}}},"@w:N":{"W1":{"signed_curve25519:K":{"key":"k","l":[null]}}}}}`),
+			devices: map[string]string{"@u:N D1": "", "@u:N D2": `"signed_curve25519:B":{"key":"kb"}`, "@w:N W1": ""}},
 		{name: "injects-failures", claim: answer(200, `{"failures":{"hs1.test":{"status":500,"message":"x"},"good.fake.test":{"status":500,"message":"x"}},"one_time_keys":{"@u:N":{"D1":{"signed_curve25519:K1":"k1"}}}}`),
 			devices: map[string]string{"@u:N D1": `"signed_curve25519:K1":"k1"`, "@u:N D2": "", "@w:N W1": ""}},
 		{name: "one-time-keys-null", claim: answer(200, `{"one_time_keys":null}`), failed: true, status: 502, failMsg: "required shape"},
