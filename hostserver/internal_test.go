@@ -176,6 +176,7 @@ func FuzzParseUpload(f *testing.F) {
 		`{"device_keys":{"user_id":"@bob:hs.test","device_id":"BOBDEV","algorithms":["a"],"keys":{"ed25519:BOBDEV":"k"},"signatures":{"@bob:hs.test":{"ed25519:BOBDEV":"s"}},"unsigned":{}}}`,
 		`{"one_time_keys":{"signed_curve25519:A":{"key":"a"}},"fallback_keys":{"a:b":"c"}}`,
 		`{"one_time_keys":{"x":1}}`, `[`, "{\"a\":\"\xff\"}",
+		`{"one_time_keys":{"a:b":{"key":"k","signatures":null}},"fallback_keys":{"a:c":{"key":"k","x":[null]}}}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -205,6 +206,9 @@ func FuzzParseUpload(f *testing.F) {
 				c, err := core.Canonical(v)
 				if err != nil || !bytes.Equal(c, v) {
 					t.Fatalf("key %q is not canonical JSON: %q", kid, v)
+				}
+				if pv, _ := core.ParseValue(v); !core.IsKeyValue(&pv) {
+					t.Fatalf("key %q accepted, but it is not a key value (a null in it?): %q", kid, v)
 				}
 			}
 		}

@@ -81,7 +81,8 @@ func appendCounts(buf []byte, counts store.Counts) []byte {
 //
 // Errors (*core.Error): a body that is not JSON or not UTF-8 is M_NOT_JSON; a body that is not
 // an object, duplicate keys anywhere, a device_keys, one_time_keys or fallback_keys that is not
-// an object, or a key that is neither a string nor an object with a string "key" is M_BAD_JSON;
+// an object, or a key that is neither a string nor an object with a string "key", or that holds
+// a null anywhere (core.IsKeyValue), is M_BAD_JSON, naming the key ID;
 // device_keys naming another user or device, an invalid key ID, or two fallback keys of one
 // algorithm is M_INVALID_PARAM. A missing, null or empty field means "nothing new". Device keys
 // must otherwise have the shape of the spec's DeviceKeys (see checkDeviceKeysShape: M_BAD_JSON
@@ -169,7 +170,9 @@ func rawMember(body []byte, name string) (json.RawMessage, error) {
 }
 
 // uploadedKeys reads one_time_keys or fallback_keys: an object of key ID to a key, which is a
-// string or an object with a string "key". It returns the keys as canonical JSON.
+// string or an object with a string "key" and no null anywhere in it (core.IsKeyValue: clients
+// reject null maps, and the spec's KeyObject requires signatures to be an object). It returns
+// the keys as canonical JSON.
 func uploadedKeys(v *core.Value, field string) (map[string]json.RawMessage, error) {
 	keys, ok := v.Get(field)
 	if !ok || keys.Kind == core.KindNull {
@@ -187,21 +190,12 @@ func uploadedKeys(v *core.Value, field string) (map[string]json.RawMessage, erro
 		if _, err := core.ParseKeyID(m.Key); err != nil {
 			return nil, matrixErr(core.CodeInvalidParam, field+": "+err.Error())
 		}
-		if !isKeyValue(&m.Value) {
-			return nil, matrixErr(core.CodeBadJSON, field+"["+strconv.Quote(m.Key)+"] must be a string or an object with a string \"key\"")
+		if !core.IsKeyValue(&m.Value) {
+			return nil, matrixErr(core.CodeBadJSON, field+"["+strconv.Quote(m.Key)+"] must be a string or an object with a string \"key\" and no null in it")
 		}
 		out[m.Key] = m.Value.AppendJSON(nil)
 	}
 	return out, nil
-}
-
-// isKeyValue reports whether v can be a key: a string, or an object with a string "key".
-func isKeyValue(v *core.Value) bool {
-	if v.Kind == core.KindString {
-		return true
-	}
-	k, ok := v.Get("key")
-	return ok && k.Kind == core.KindString
 }
 
 // appendJSONString appends s as a JSON string (canonical JSON escapes).

@@ -307,9 +307,7 @@ func uploadable(in completeInput) string {
 				if _, err := core.ParseKeyID(kid); err != nil {
 					return fmt.Sprintf("key ID %q", kid)
 				}
-				v, err := core.ParseValue(val)
-				k, hasKey := v.Get("key")
-				if err != nil || !(v.Kind == core.KindString || hasKey && k.Kind == core.KindString) {
+				if v, err := core.ParseValue(val); err != nil || !core.IsKeyValue(&v) {
 					return fmt.Sprintf("value %s of %s is not a key", val, kid)
 				}
 			}
