@@ -15,8 +15,9 @@ type Mode string
 const (
 	// ModeMSC4072 answers every requested device: {} when it has no key (the default).
 	ModeMSC4072 Mode = "msc4072"
-	// ModeLegacy follows spec v1.19: devices without a key, and users left with no device, are
-	// left out.
+	// ModeLegacy follows spec v1.19: devices without a key are left out. Every requested user
+	// of a server that did not fail is still there, {} when none of its devices has a key (BRIEF
+	// 1 and 2: only devices differ between the modes).
 	ModeLegacy Mode = "legacy"
 )
 
@@ -504,8 +505,9 @@ func hasNull(v *Value) bool {
 
 // AppendJSON appends the response as canonical JSON: {"failures":{...},"one_time_keys":{...}}
 // for a client answer, {"one_time_keys":{...}} for a federation answer. Neither map is ever
-// null. In msc4072 mode a device without a key is {} and a user with no devices is {}; in
-// legacy mode both are left out. Users of failed servers are left out in both modes.
+// null. A device without a key is {} in msc4072 mode and left out in legacy mode; in both modes
+// every requested user is there ({} when it has no device left to show), except users of failed
+// servers, which are left out.
 func (r *ClaimResponse) AppendJSON(buf []byte) []byte {
 	buf = slices.Grow(buf, r.sizeHint())
 	buf = append(buf, '{')
@@ -526,7 +528,7 @@ func (r *ClaimResponse) AppendJSON(buf []byte) []byte {
 	first := true
 	for i := range r.Users {
 		u := &r.Users[i]
-		if u.Failed || legacy && !u.anyClaimed() {
+		if u.Failed {
 			continue
 		}
 		if !first {
@@ -577,11 +579,3 @@ func (r *ClaimResponse) sizeHint() int {
 	return n
 }
 
-func (u *UserResult) anyClaimed() bool {
-	for i := range u.Devices {
-		if u.Devices[i].Claimed {
-			return true
-		}
-	}
-	return false
-}

@@ -38,10 +38,11 @@ func TestClaimSelectionOrder(t *testing.T) {
 }
 
 func TestClaimCompleteAnswers(t *testing.T) {
-	// BRIEF sections 2 and 4: every requested device answered; exhausted, unknown users and
-	// devices are {} in msc4072 mode and absent in legacy mode; an empty device map is {} and asks
-	// nobody; remote users (no federation yet) are failures of their server only; our own server
-	// is never in failures; nothing is null.
+	// BRIEF sections 2 and 4: every requested device answered; exhausted and unknown devices are
+	// {} in msc4072 mode and absent in legacy mode, but every user of a server that did not fail
+	// is there in both modes ({} when none of its devices has a key: BRIEF 1, 8); an empty device
+	// map is {} and asks nobody; remote users (no federation yet) are failures of their server
+	// only; our own server is never in failures; nothing is null.
 	req := `{"one_time_keys":{` +
 		`"` + bob + `":{"BOBDEV":"signed_curve25519","BOBPHONE":"signed_curve25519","NOSUCHDEV":"signed_curve25519"},` +
 		`"` + carol + `":{"CAROLDEV":"signed_curve25519"},` +
@@ -62,7 +63,11 @@ func TestClaimCompleteAnswers(t *testing.T) {
 			`"@frank:other.test":{},` +
 			`"@nobody:` + serverName + `":{"X":{}}}}`},
 		{"legacy", `{"failures":{"remote.test":{"message":"federation is not configured on this server","status":503}},"one_time_keys":{` +
-			`"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `}}}}`},
+			`"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `}},` +
+			`"` + carol + `":{},` +
+			`"@empty:` + serverName + `":{},` +
+			`"@frank:other.test":{},` +
+			`"@nobody:` + serverName + `":{}}}`},
 	}
 	forEachStore(t, func(t *testing.T, b backend) {
 		for _, c := range cases {
@@ -289,7 +294,7 @@ func TestFederationClaim(t *testing.T) {
 				body := `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519","BOBPHONE":"signed_curve25519"},"` + carol + `":{}}}`
 				want := `{"one_time_keys":{"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `},"BOBPHONE":{}},"` + carol + `":{}}}`
 				if mode == "legacy" {
-					want = `{"one_time_keys":{"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `}}}}`
+					want = `{"one_time_keys":{"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `}},"` + carol + `":{}}}`
 				}
 				// No access token: the harness signs federation requests with X-Matrix as origin.test.
 				wantBody(t, "federation claim", ts.ok(fedClaimPath, "", body), want)

@@ -168,7 +168,9 @@ func testTwoServers(t *testing.T, b backend, mode1, mode2 string) {
 		if legacy {
 			want = `{"failures":{},"one_time_keys":{` +
 				`"` + bob + `":{"BOBDEV":{"signed_curve25519:L1":` + key("L1") + `}},` +
-				`"` + bob2 + `":{"BOBDEV":{"signed_curve25519:AAAAAw":` + otk2("BOBDEV", "k3") + `}}}}`
+				`"` + bob2 + `":{"BOBDEV":{"signed_curve25519:AAAAAw":` + otk2("BOBDEV", "k3") + `}},` +
+				`"` + carol + `":{},` +
+				`"` + carol2 + `":{}}}`
 		}
 		wantBody(t, "mixed claim", got, want)
 	})
@@ -483,9 +485,10 @@ type failureEntry struct {
 // (BRIEF section 4) and returns its failures: exactly the keys failures and one_time_keys, both
 // objects; no null anywhere; failures only for servers of requested remote users (never
 // hs1.test), each {status, message[, errcode]}, and exactly the servers in wantFailed; no user
-// of a failed server in one_time_keys; only requested users and devices; every requested device
-// of a server that did not fail answered (msc4072) or answered only with a key (legacy); at most
-// one key per device, of the requested algorithm, a string or an object with a string "key".
+// of a failed server in one_time_keys; only requested users and devices; every requested user
+// of a server that did not fail present, in both modes; every requested device of such a server
+// answered (msc4072) or answered only with a key (legacy); at most one key per device, of the
+// requested algorithm, a string or an object with a string "key".
 func checkCompleteAnswer(t *testing.T, body string, req claimRequest, mode string, wantFailed []core.ServerName) map[core.ServerName]failureEntry {
 	t.Helper()
 	var top map[string]json.RawMessage
@@ -593,12 +596,15 @@ func checkCompleteAnswer(t *testing.T, body string, req claimRequest, mode strin
 			}
 		}
 	}
-	if mode != "legacy" {
-		for u, devs := range req {
-			id, _ := core.ParseUserID(u)
-			if _, failed := failures[id.Server()]; failed {
-				continue
-			}
+	for u, devs := range req {
+		id, _ := core.ParseUserID(u)
+		if _, failed := failures[id.Server()]; failed {
+			continue
+		}
+		if _, ok := otk[u]; !ok {
+			t.Errorf("%s was asked for, its server did not fail, and it is not in one_time_keys: %s", u, body)
+		}
+		if mode != "legacy" {
 			for d := range devs {
 				if _, ok := otk[u][d]; !ok {
 					t.Errorf("%s %s was asked for and is answered neither in one_time_keys nor by failures: %s", u, d, body)

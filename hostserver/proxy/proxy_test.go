@@ -699,11 +699,13 @@ func TestClaimConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
+// In legacy mode the proxy sanitises and fills in no device; a requested user the upstream left
+// out (bob, whose server did not fail) is still there, {} (BRIEF 1, 8).
 func TestLegacyModeOnlySanitises(t *testing.T) {
 	up := newFakeUpstream(t, answerWith(200, "application/json", `{"one_time_keys":{"@eve:hs1.test":{},"`+alice+`":{"A1":{"signed_curve25519:AAAA":`+keyA1+`}}}}`))
 	tp := startProxy(t, up.srv.URL, func(cfg *proxy.Config) { cfg.Mode = core.ModeLegacy })
 	r := send(t, http.MethodPost, tp.base+proxy.ClaimPathV3, token, claimRequest)
-	want := `{"failures":{},"one_time_keys":{"` + alice + `":{"A1":{"signed_curve25519:AAAA":` + keyA1 + `}}}}`
+	want := `{"failures":{},"one_time_keys":{"` + alice + `":{"A1":{"signed_curve25519:AAAA":` + keyA1 + `}},"` + bob + `":{}}}`
 	if r.status != 200 || r.body != want {
 		t.Errorf("got %d %s, want %s", r.status, r.body, want)
 	}
