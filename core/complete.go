@@ -40,6 +40,54 @@ type Failure struct {
 	Message string
 }
 
+// MaxFailureMessageBytes bounds the message of a failures entry. A remote server chooses its
+// error text; copied without a bound, one 500 answer with a 600 KB error would make every
+// client's answer as large.
+const MaxFailureMessageBytes = 1024
+
+// failureCut marks a message that was cut.
+const failureCut = "\u2026" // "…"
+
+// Bounded returns f as it may appear in failures: a message of at most MaxFailureMessageBytes
+// (a longer one is cut on a UTF-8 boundary and ends with "…"; invalid UTF-8 becomes U+FFFD), and
+// the errcode only if IsErrcode accepts it. It is applied to every failure completion records,
+// whoever wrote it (a remote server, an upstream, the host), and does not change a bounded one.
+func (f Failure) Bounded() Failure {
+	if !utf8.ValidString(f.Message) {
+		f.Message = strings.ToValidUTF8(f.Message, "\uFFFD")
+	}
+	if len(f.Message) > MaxFailureMessageBytes {
+		n := MaxFailureMessageBytes - len(failureCut)
+		for n > 0 && !utf8.RuneStart(f.Message[n]) {
+			n--
+		}
+		f.Message = f.Message[:n] + failureCut
+	}
+	if !IsErrcode(f.Errcode) {
+		f.Errcode = ""
+	}
+	return f
+}
+
+// IsErrcode reports whether s looks like a Matrix errcode: 1 to 128 bytes of A-Z, a-z, 0-9, '_',
+// '.' and '-', starting with a letter. The spec's errcodes are like M_FORBIDDEN, and custom ones
+// put a Java-package-style namespace first (COM.EXAMPLE.MYAPP_MY_ERROR); lower case is accepted
+// because servers use it for unstable codes. Anything else (a newline, a space, 300 KB) is not an
+// errcode, and a failure then goes without one.
+func IsErrcode(s string) bool {
+	if len(s) == 0 || len(s) > 128 || !(s[0] >= 'A' && s[0] <= 'Z' || s[0] >= 'a' && s[0] <= 'z') {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // AppendJSON appends the failure as {"errcode":...,"message":...,"status":...} (errcode only if known).
 func (f *Failure) AppendJSON(buf []byte) []byte {
 	buf = append(buf, '{')
@@ -247,8 +295,9 @@ func (r *ClaimResponse) fillRemotes(own ServerName, outcome func(ServerName) (Re
 	}
 }
 
-// fail records a failure of server: its users leave one_time_keys.
+// fail records a failure of server, bounded (Failure.Bounded): its users leave one_time_keys.
 func (r *ClaimResponse) fail(server ServerName, f Failure) {
+	f = f.Bounded()
 	for i := range r.Users {
 		u := &r.Users[i]
 		if u.User.Server() == server { // users with an empty device map too: BRIEF 4, "none of that server's users"
@@ -310,7 +359,8 @@ func (r *ClaimResponse) readRemote(server ServerName, status int, body []byte) *
 
 // RemoteErrorFailure is the failure of a server that answered a non-2xx status (a claim or a
 // key query): "the remote server answered HTTP <status>", or the errcode and error of the body
-// when it is a Matrix error.
+// when it is a Matrix error, bounded (Failure.Bounded: the message at most
+// MaxFailureMessageBytes, the errcode only if it looks like one).
 func RemoteErrorFailure(status int, body []byte) *Failure {
 	f := &Failure{Status: status, Message: "the remote server answered HTTP " + strconv.Itoa(status)}
 	v, err := ParseValue(body)
@@ -323,6 +373,7 @@ func RemoteErrorFailure(status int, body []byte) *Failure {
 	if m, ok := v.Get("error"); ok && m.Kind == KindString && m.Str != "" {
 		f.Message = m.Str
 	}
+	*f = f.Bounded()
 	return f
 }
 
@@ -578,4 +629,3 @@ func (r *ClaimResponse) sizeHint() int {
 	}
 	return n
 }
-

@@ -139,6 +139,7 @@ func FuzzCompleteClient(f *testing.F) {
 	} {
 		f.Add([]byte(s), 200)
 	}
+	f.Add([]byte(`{"errcode":"M_X\n","error":"`+strings.Repeat("é", 700)+`"}`), 500)
 	req, err := core.ParseClaimRequest([]byte(`{"one_time_keys":{"@a:hs1":{"A1":"alg"},"@b:hs2":{"B1":"alg","B2":"alg"},"@c:hs2":{},"@d:hs2":{"D1":"alg"}}}`), core.ParseOptions{})
 	if err != nil {
 		f.Fatal(err)
@@ -161,6 +162,15 @@ func checkComplete(t *testing.T, req *core.ClaimRequest, out, body []byte) {
 	}
 	if got.Failures == nil || got.OneTimeKeys == nil || hasNull(t, out) {
 		t.Fatalf("output %s has a null or missing map", out)
+	}
+	for server, raw := range got.Failures {
+		var f struct {
+			Errcode *string `json:"errcode"`
+			Message string  `json:"message"`
+		}
+		if err := json.Unmarshal(raw, &f); err != nil || len(f.Message) > core.MaxFailureMessageBytes || f.Errcode != nil && !core.IsErrcode(*f.Errcode) {
+			t.Fatalf("failure of %s is not bounded: %s", server, raw)
+		}
 	}
 	_, hs2Failed := got.Failures["hs2"]
 	if _, ok := got.Failures["hs1"]; ok {
@@ -303,6 +313,7 @@ func FuzzCompleteUpstream(f *testing.F) {
 		`{"failures":{"hs2":{"status":503}},"one_time_keys":{"@b:hs2":{"B1":{"alg:x":"k"}},"@a:hs1":{"A1":{"alg:y":{"key":"y"}}}}}`,
 		`{"one_time_keys":null}`, `[]`, `{"failures":{"hs1":{}},"one_time_keys":{"@z:hs9":{}}}`,
 		`{"one_time_keys":{"@b:hs2":{"B1":{"alg:x":{"key":"k","signatures":null}}}}}`,
+		`{"failures":{"hs2":{"status":500,"errcode":"M X","message":"` + strings.Repeat("m", 1500) + `"}},"one_time_keys":{}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -316,5 +327,41 @@ func FuzzCompleteUpstream(f *testing.F) {
 			return
 		}
 		checkComplete(t, req, resp.AppendJSON(nil), body)
+	})
+}
+
+// FuzzFailureBounded checks Failure.Bounded, which every failures entry goes through: the message
+// is valid UTF-8 of at most MaxFailureMessageBytes, the original when it was valid and short
+// enough, else a prefix of it marked with "…"; the errcode is kept exactly when IsErrcode accepts
+// it; bounding twice changes nothing.
+func FuzzFailureBounded(f *testing.F) {
+	f.Add("M_FORBIDDEN", "denied")
+	f.Add("M_X\n", strings.Repeat("é", 600))
+	f.Add("1M", "a"+strings.Repeat("€", 400))
+	f.Add("COM.EXAMPLE.MYAPP_MY_ERROR", strings.Repeat("y", 1025))
+	f.Add("", "bad\xff\xfeutf8")
+	f.Fuzz(func(t *testing.T, errcode, msg string) {
+		b := core.Failure{Status: 500, Errcode: errcode, Message: msg}.Bounded()
+		if len(b.Message) > core.MaxFailureMessageBytes || !utf8.ValidString(b.Message) {
+			t.Fatalf("message of %d bytes (valid UTF-8: %v)", len(b.Message), utf8.ValidString(b.Message))
+		}
+		if utf8.ValidString(msg) {
+			if len(msg) <= core.MaxFailureMessageBytes && b.Message != msg {
+				t.Fatalf("a short message changed: %q -> %q", msg, b.Message)
+			}
+			if len(msg) > core.MaxFailureMessageBytes && (!strings.HasSuffix(b.Message, "…") || !strings.HasPrefix(msg, strings.TrimSuffix(b.Message, "…")) || len(b.Message) < core.MaxFailureMessageBytes-6) {
+				t.Fatalf("a long message was not cut to a marked prefix: %q", b.Message)
+			}
+		}
+		want := ""
+		if core.IsErrcode(errcode) {
+			want = errcode
+		}
+		if b.Errcode != want {
+			t.Fatalf("errcode %q -> %q, want %q", errcode, b.Errcode, want)
+		}
+		if b.Bounded() != b {
+			t.Fatalf("bounding twice changed %+v", b)
+		}
 	})
 }

@@ -10,7 +10,8 @@ import "slices"
 // key of the requested algorithm per device (the smallest key ID) whose value is a string or an
 // object with a string "key"; everything else is dropped. Each failures entry of a server that
 // some requested user is on is kept, reduced to {"status","message","errcode"} (a status that is
-// not an integer HTTP status becomes 502, a missing message a generic one), and that server's
+// not an integer HTTP status becomes 502, a missing message a generic one; bounded as every
+// failure is, see Failure.Bounded), and that server's
 // users leave one_time_keys; other failures entries, and one naming the proxied server itself,
 // are dropped. Every requested device the upstream left out becomes {} (msc4072 mode). A missing
 // or null one_time_keys or failures is read as empty. An answer that is not JSON is M_NOT_JSON;
@@ -120,7 +121,8 @@ func (r *ClaimResponse) asksServer(server ServerName) bool {
 	return false
 }
 
-// upstreamFailure reduces an upstream failures entry to the shape clients parse.
+// upstreamFailure reduces an upstream failures entry to the shape clients parse, bounded
+// (Failure.Bounded).
 func upstreamFailure(v *Value) Failure {
 	f := Failure{Status: StatusBadRemoteAnswer, Message: "the server failed"}
 	if s, ok := v.Get("status"); ok && s.Kind == KindNumber && isInteger(s.Str) {
@@ -134,7 +136,7 @@ func upstreamFailure(v *Value) Failure {
 	if c, ok := v.Get("errcode"); ok && c.Kind == KindString && c.Str != "" {
 		f.Errcode = c.Str
 	}
-	return f
+	return f.Bounded()
 }
 
 func sortFailures(fs []ServerFailure) {

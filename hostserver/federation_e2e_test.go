@@ -484,7 +484,8 @@ type failureEntry struct {
 // checkCompleteAnswer checks a client claim answer of a server in mode against the request
 // (BRIEF section 4) and returns its failures: exactly the keys failures and one_time_keys, both
 // objects; no null anywhere; failures only for servers of requested remote users (never
-// hs1.test), each {status, message[, errcode]}, and exactly the servers in wantFailed; no user
+// hs1.test), each {status, message[, errcode]} (a bounded message, an errcode that looks like
+// one), and exactly the servers in wantFailed; no user
 // of a failed server in one_time_keys; only requested users and devices; every requested user
 // of a server that did not fail present, in both modes; every requested device of such a server
 // answered (msc4072) or answered only with a key (legacy); at most one key per device, of the
@@ -526,12 +527,15 @@ func checkCompleteAnswer(t *testing.T, body string, req claimRequest, mode strin
 		if !ok1 || !ok2 || status != float64(int(status)) || status <= 0 {
 			t.Errorf("failure of %s is not {status, message}: %v", s, f)
 		}
+		if len(msg) > core.MaxFailureMessageBytes {
+			t.Errorf("failure of %s: a message of %d bytes", s, len(msg))
+		}
 		e := failureEntry{Status: int(status), Message: msg}
 		for k, v := range f {
 			switch k {
 			case "status", "message":
 			case "errcode":
-				if e.Errcode, _ = v.(string); e.Errcode == "" {
+				if e.Errcode, _ = v.(string); !core.IsErrcode(e.Errcode) {
 					t.Errorf("failure of %s: errcode %v", s, v)
 				}
 			default:
