@@ -554,7 +554,8 @@ func hasNull(v *Value) bool {
 	return false
 }
 
-// AppendJSON appends the response as canonical JSON: {"failures":{...},"one_time_keys":{...}}
+// AppendJSON appends the response as canonical JSON, except that numbers inside key objects keep
+// their literal text (see Value): {"failures":{...},"one_time_keys":{...}}
 // for a client answer, {"one_time_keys":{...}} for a federation answer. Neither map is ever
 // null. A device without a key is {} in msc4072 mode and left out in legacy mode; in both modes
 // every requested user is there ({} when it has no device left to show), except users of failed

@@ -14,9 +14,9 @@
 //     [ModeLegacy];
 //   - the client side: per-device classification of a claim response ([ClassifyClaim]) and a
 //     bounded retry tracker with exponential backoff ([Tracker]);
-//   - deterministic JSON output (canonical JSON: sorted keys, compact, minimal escaping), so that
-//     every runtime that embeds this package, natively or as WebAssembly, answers byte for byte
-//     the same.
+//   - deterministic JSON output (canonical JSON: sorted keys, compact, minimal escaping; numbers
+//     inside key objects keep their literal text), so that every runtime that embeds this
+//     package, natively or as WebAssembly, answers byte for byte the same.
 //
 // Every operation is also reachable as JSON in, JSON out through [Invoke], which is what the
 // WebAssembly module exports and what the shared test vectors in testdata/vectors exercise.

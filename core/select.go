@@ -8,21 +8,22 @@ type OneTimeKey struct {
 	// Batch is the upload batch: every /keys/upload that adds one-time keys is one batch, and
 	// batches increase over time (MSC4225, spec v1.13: keys are handed out oldest first).
 	Batch int64
-	// Key is the key's value as canonical JSON: a string, or an object with a string "key".
+	// Key is the key's value as canonical JSON (numbers inside it keep their literal text): a
+	// string, or an object with a string "key" and no null in it.
 	Key []byte
 }
 
 // FallbackKey is the fallback key of a device for one algorithm.
 type FallbackKey struct {
 	KeyID KeyID
-	Key   []byte // canonical JSON
+	Key   []byte // canonical JSON, numbers as written
 	Used  bool
 }
 
 // ClaimedKey is what a device gave up for one claim.
 type ClaimedKey struct {
 	KeyID    KeyID
-	Key      []byte // canonical JSON
+	Key      []byte // canonical JSON, numbers as written
 	Fallback bool   // true if it is the device's fallback key
 }
 

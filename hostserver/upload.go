@@ -16,7 +16,7 @@ import (
 
 // handleUpload serves POST /_matrix/client/v3/keys/upload (BRIEF section 6): device keys of the
 // authenticated device stored byte for byte, one-time keys and fallback keys stored as canonical
-// JSON, and the counts of unclaimed one-time keys answered, always with signed_curve25519.
+// JSON (numbers inside them as written), and the counts of unclaimed one-time keys answered, always with signed_curve25519.
 func (s *Server) handleUpload(c echo.Context) error {
 	ctx := c.Request().Context()
 	id, err := s.authenticate(c)
@@ -172,7 +172,7 @@ func rawMember(body []byte, name string) (json.RawMessage, error) {
 // uploadedKeys reads one_time_keys or fallback_keys: an object of key ID to a key, which is a
 // string or an object with a string "key" and no null anywhere in it (core.IsKeyValue: clients
 // reject null maps, and the spec's KeyObject requires signatures to be an object). It returns
-// the keys as canonical JSON.
+// the keys as canonical JSON, except that numbers keep their literal text.
 func uploadedKeys(v *core.Value, field string) (map[string]json.RawMessage, error) {
 	keys, ok := v.Get(field)
 	if !ok || keys.Kind == core.KindNull {
