@@ -27,11 +27,12 @@ type Classification struct {
 
 // ClassifyClaim classifies the answer body of a client claim request, for client SDKs. The
 // answer is read as completion reads a remote answer: only requested users and devices, only a
-// key of the requested algorithm whose value is a string or an object with a string "key". A
-// device with such a key is claimed (even if its server is also in failures, as some servers
-// answer); otherwise it is server_failed if its server is in failures, and no_keys if not.
-// A missing or null one_time_keys or failures is read as empty. A body that is not JSON is
-// M_NOT_JSON; one that is not an object, has ill-typed maps or duplicate keys is M_BAD_JSON.
+// key of the requested algorithm whose value is a key (IsKeyValue: a string or an object with a
+// string "key", no null in it). A device with such a key is claimed (even if its server is also
+// in failures, as some servers answer); otherwise it is server_failed if its server is in
+// failures, and no_keys if not. A missing or null one_time_keys or failures is read as empty. A
+// body that is not JSON is M_NOT_JSON; one that is not an object, has ill-typed maps or
+// duplicate keys is M_BAD_JSON.
 func ClassifyClaim(req *ClaimRequest, body []byte) (*Classification, error) {
 	resp := newResponse(req, ModeMSC4072, false)
 	failed := map[ServerName]bool{}

@@ -451,8 +451,8 @@ func findDevice(devs []DeviceResult, key []byte, hint int) (int, bool) {
 }
 
 // readDeviceKeys reads one device's key map, keeping the valid key (IsKeyValue) of the requested
-// algorithm with the smallest key ID. A key whose text is already canonical is copied as it is; any other
-// is parsed and re-encoded.
+// algorithm with the smallest key ID. A key whose text is already canonical is copied as it is;
+// any other is parsed, judged and re-encoded.
 func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) error {
 	var seen [4][]byte
 	ids := seen[:0] // key IDs of the requested algorithm seen so far, for duplicate detection

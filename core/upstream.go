@@ -7,13 +7,13 @@ import "slices"
 // no change to the homeserver. body is the upstream's 2xx answer.
 //
 // The answer is read as a remote answer is (BRIEF 4): only requested users and devices, only one
-// key of the requested algorithm per device (the smallest key ID) whose value is a string or an
-// object with a string "key"; everything else is dropped. Each failures entry of a server that
-// some requested user is on is kept, reduced to {"status","message","errcode"} (a status that is
-// not an integer HTTP status becomes 502, a missing message a generic one; bounded as every
-// failure is, see Failure.Bounded), and that server's
-// users leave one_time_keys; other failures entries, and one naming the proxied server itself,
-// are dropped. Every requested device the upstream left out becomes {} (msc4072 mode). A missing
+// key of the requested algorithm per device (the smallest key ID) whose value is a key
+// (IsKeyValue: a string or an object with a string "key", no null in it); everything else is
+// dropped. Each failures entry of a server that some requested user is on is kept, reduced to
+// {"status","message","errcode"} (a status that is not an integer HTTP status becomes 502, a
+// missing message a generic one; bounded as every failure is, see Failure.Bounded), and that
+// server's users leave one_time_keys; other failures entries, and one naming the proxied server
+// itself, are dropped. Every requested device the upstream left out becomes {} (msc4072 mode). A missing
 // or null one_time_keys or failures is read as empty. An answer that is not JSON is M_NOT_JSON;
 // one that is not an object, has ill-typed maps or duplicate keys is M_BAD_JSON: the host then
 // answers 502, never a half-answer.
