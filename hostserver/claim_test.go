@@ -315,10 +315,7 @@ func TestFederationClaim(t *testing.T) {
 						t.Errorf("timeout %s: message %q", bad, msg)
 					}
 				}
-				want = `{"one_time_keys":{"` + carol + `":{}}}`
-				if mode == "legacy" {
-					want = `{"one_time_keys":{}}`
-				}
+				want = `{"one_time_keys":{"` + carol + `":{}}}` // in both modes (BRIEF 2)
 				wantBody(t, "valid timeout", ts.ok(fedClaimPath, "", `{"one_time_keys":{"`+carol+`":{}},"timeout":5000}`), want)
 				wantBody(t, "null timeout", ts.ok(fedClaimPath, "", `{"one_time_keys":{"`+carol+`":{}},"timeout":null}`), want)
 			})
