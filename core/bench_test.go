@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/keyclaim/keyclaim/core"
@@ -193,4 +194,58 @@ func TestAllocationsPerDeviceFlat(t *testing.T) {
 		t.Errorf("allocations per device grow with size: %.2f at 1,000, %.2f at 10,000", small, large)
 	}
 	t.Logf("allocations per device: %.2f at 1,000, %.2f at 10,000", small, large)
+}
+
+// manyServersInput is an input of op naming n users, each on a server of its own, every server
+// failed: a claim may name tens of thousands of servers (BRIEF 2), and nothing may be quadratic in
+// them.
+func manyServersInput(op string, n int) []byte {
+	var req, failures, remote strings.Builder
+	req.WriteString(`{"one_time_keys":{`)
+	failures.WriteString(`{"one_time_keys":{},"failures":{`)
+	remote.WriteString(`{`)
+	for i := range n {
+		if i > 0 {
+			req.WriteByte(',')
+			failures.WriteByte(',')
+			remote.WriteByte(',')
+		}
+		s := "s" + strconv.Itoa(i) + ".example"
+		fmt.Fprintf(&req, `"@u%d:%s":{"D":"signed_curve25519"}`, i, s)
+		fmt.Fprintf(&failures, `%q:{"status":502,"message":"down"}`, s)
+		fmt.Fprintf(&remote, `%q:{"failure":{"status":502,"message":"down"}}`, s)
+	}
+	req.WriteString(`}}`)
+	failures.WriteString(`}}`)
+	remote.WriteString(`}`)
+	body := strconv.Quote(failures.String())
+	switch op {
+	case "complete_client":
+		return []byte(`{"server_name":"example.org","request":` + req.String() + `,"remote":` + remote.String() + `}`)
+	case "complete_upstream":
+		return []byte(`{"server_name":"example.org","request":` + req.String() + `,"body":` + body + `}`)
+	case "tracker_run":
+		return []byte(`{"steps":[{"op":"observe","input":{"now_ms":0,"request":` + req.String() + `,"body":` + body +
+			`}},{"op":"plan","input":{"now_ms":1000,"request":` + req.String() + `}}]}`)
+	}
+	panic(op)
+}
+
+// BenchmarkManyServers: 1,000 and 20,000 servers; the time per server must stay about flat (it
+// was quadratic: 8 s for complete_client at 20,000 servers, now about 0.15 s).
+func BenchmarkManyServers(b *testing.B) {
+	for _, op := range []string{"complete_client", "complete_upstream", "tracker_run"} {
+		for _, n := range []int{1000, 20000} {
+			input := manyServersInput(op, n)
+			if out := core.Invoke(op, input); !bytes.HasPrefix(out, []byte(`{"result":`)) {
+				b.Fatalf("%s: %.200s", op, out)
+			}
+			b.Run(fmt.Sprintf("%s/servers=%d", op, n), func(b *testing.B) {
+				for b.Loop() {
+					core.Invoke(op, input)
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(n), "µs/server")
+			})
+		}
+	}
 }

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"slices"
 	"strconv"
@@ -162,6 +163,8 @@ type ClaimResponse struct {
 	alias bool
 	ids   strings.Builder // backing store of claimed key IDs (strings.Builder never moves what it wrote)
 	pairs int             // the number of requested devices
+	// servers are the servers of the requested users, sorted, once asksServer has listed them.
+	servers []ServerName
 }
 
 // UserResult is the answer for one requested user.
@@ -267,17 +270,20 @@ func localKey(text []byte) ([]byte, bool) {
 	return v.AppendJSON(nil), true
 }
 
-// fillRemotes judges the outcome of every remote server named in the request.
+// fillRemotes judges the outcome of every remote server named in the request. A claim may name
+// tens of thousands of servers (BRIEF 2), so nothing here is quadratic in them.
 func (r *ClaimResponse) fillRemotes(own ServerName, outcome func(ServerName) (RemoteOutcome, bool)) {
 	var buf [4]ServerName
 	servers := buf[:0]
 	for i := range r.Users {
 		u := &r.Users[i]
-		if s := u.User.Server(); s != own && len(u.Devices) > 0 && !slices.Contains(servers, s) {
+		if s := u.User.Server(); s != own && len(u.Devices) > 0 && (len(servers) == 0 || servers[len(servers)-1] != s) {
 			servers = append(servers, s)
 		}
 	}
 	slices.Sort(servers)
+	servers = slices.Compact(servers)
+	var failed []ServerFailure
 	for _, s := range servers {
 		o, ok := outcome(s)
 		var f *Failure
@@ -290,21 +296,32 @@ func (r *ClaimResponse) fillRemotes(own ServerName, outcome func(ServerName) (Re
 			f = r.readRemote(s, o.Status, o.Body)
 		}
 		if f != nil {
-			r.fail(s, *f)
+			failed = append(failed, ServerFailure{s, *f})
 		}
 	}
+	// Marking the users of failed servers only now is safe: reading a server's answer looks at
+	// that server's users alone.
+	r.fail(failed...)
 }
 
-// fail records a failure of server, bounded (Failure.Bounded): its users leave one_time_keys.
-func (r *ClaimResponse) fail(server ServerName, f Failure) {
-	f = f.Bounded()
+// fail records failures of servers, given in server order, each bounded (Failure.Bounded): the
+// users of those servers leave one_time_keys (users with an empty device map too: BRIEF 4, "none
+// of that server's users").
+func (r *ClaimResponse) fail(failed ...ServerFailure) {
+	if len(failed) == 0 {
+		return
+	}
+	for _, f := range failed {
+		r.Failures = append(r.Failures, ServerFailure{f.Server, f.Failure.Bounded()})
+	}
 	for i := range r.Users {
 		u := &r.Users[i]
-		if u.User.Server() == server { // users with an empty device map too: BRIEF 4, "none of that server's users"
+		if _, ok := slices.BinarySearchFunc(failed, u.User.Server(), func(f ServerFailure, s ServerName) int {
+			return cmp.Compare(f.Server, s)
+		}); ok {
 			u.Failed = true
 		}
 	}
-	r.Failures = append(r.Failures, ServerFailure{server, f})
 }
 
 // readRemote judges one remote answer and, if it is usable, fills that server's devices from it.

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"fmt"
 	"slices"
@@ -417,13 +418,15 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 				}
 			}
 		}
+		slices.SortFunc(remote, func(a, b serverOutcome) int { return cmp.Compare(a.server, b.server) })
 		resp.fillRemotes(opts.ServerName, func(s ServerName) (RemoteOutcome, bool) {
-			for i := range remote {
-				if remote[i].server == s {
-					return remote[i].outcome, true
-				}
+			i, ok := slices.BinarySearchFunc(remote, s, func(o serverOutcome, s ServerName) int {
+				return cmp.Compare(o.server, s)
+			})
+			if !ok {
+				return RemoteOutcome{}, false
 			}
-			return RemoteOutcome{}, false
+			return remote[i].outcome, true
 		})
 	}
 	return resp.AppendJSON(buf), nil
@@ -447,12 +450,28 @@ func readRemoteOutcomes(raw []byte, rawStart int, decoded *decodedBodies) ([]ser
 		return nil, notObject("remote", raw)
 	}
 	var out []serverOutcome
-	var first error // the first error in an outcome
+	var seen map[string]bool // the servers so far, once there are many (a claim may name thousands)
+	var first error          // the first error in an outcome
 	err := d.objectRaw(func(key []byte) error {
-		for i := range out {
-			if string(out[i].server) == string(key) {
-				return errorf(CodeBadJSON, "duplicate key %s in %s", quote(string(key)), "remote")
+		dup := false
+		if seen != nil {
+			dup = seen[string(key)]
+		} else {
+			for i := range out {
+				dup = dup || string(out[i].server) == string(key)
 			}
+		}
+		if dup {
+			return errorf(CodeBadJSON, "duplicate key %s in %s", quote(string(key)), "remote")
+		}
+		if seen == nil && len(out) >= 16 {
+			seen = make(map[string]bool, 2*len(out))
+			for i := range out {
+				seen[string(out[i].server)] = true
+			}
+		}
+		if seen != nil {
+			seen[string(key)] = true
 		}
 		server := ServerName(key)
 		d.ws()

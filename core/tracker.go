@@ -94,7 +94,10 @@ func (t *Tracker) fail(b *backoff, now int64) *backoff {
 // response, unless it is the tracker's own server; a server leaves backoff as soon as one of its
 // users answers (claimed or no_keys).
 func (t *Tracker) Observe(now int64, c *Classification) {
+	// Servers in the order first seen (which decides evictions when the tracker is full), with
+	// sets beside them: a response may name thousands of servers.
 	var answered, failed []ServerName
+	answeredSet, failedSet := map[ServerName]bool{}, map[ServerName]bool{}
 	for i := range c.Devices {
 		o := &c.Devices[i]
 		server := o.User.Server()
@@ -109,12 +112,14 @@ func (t *Tracker) Observe(now int64, c *Classification) {
 			}
 			t.devices[ref] = b
 		case OutcomeServerFailed:
-			if server != t.cfg.ServerName && !slices.Contains(failed, server) {
+			if server != t.cfg.ServerName && !failedSet[server] {
+				failedSet[server] = true
 				failed = append(failed, server)
 			}
 			continue
 		}
-		if !slices.Contains(answered, server) {
+		if !answeredSet[server] {
+			answeredSet[server] = true
 			answered = append(answered, server)
 		}
 	}
@@ -122,7 +127,7 @@ func (t *Tracker) Observe(now int64, c *Classification) {
 		delete(t.servers, s)
 	}
 	for _, s := range failed {
-		if slices.Contains(answered, s) {
+		if answeredSet[s] {
 			continue
 		}
 		b := t.fail(t.servers[s], now)

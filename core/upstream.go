@@ -1,6 +1,9 @@
 package core
 
-import "slices"
+import (
+	"cmp"
+	"slices"
+)
 
 // CompleteUpstream completes a homeserver's answer to a client claim request, for proxy mode:
 // keyclaim in front of an existing homeserver gives its clients MSC4072's complete answers with
@@ -34,9 +37,7 @@ func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*Cl
 		return nil, err
 	}
 	sortFailures(failed)
-	for _, f := range failed {
-		resp.fail(f.Server, f.Failure)
-	}
+	resp.fail(failed...)
 	return resp, nil
 }
 
@@ -111,14 +112,22 @@ func (r *ClaimResponse) readClientAnswer(body []byte, notObject string, failure 
 	return nil
 }
 
-// asksServer reports whether a user of server is in the request.
+// asksServer reports whether a user of server is in the request. The servers are listed once, on
+// the first call, so that an answer with thousands of failures entries costs no more than a
+// lookup for each.
 func (r *ClaimResponse) asksServer(server ServerName) bool {
-	for i := range r.Users {
-		if r.Users[i].User.Server() == server {
-			return true
+	if r.servers == nil {
+		r.servers = make([]ServerName, 0, 4)
+		for i := range r.Users {
+			if s := r.Users[i].User.Server(); len(r.servers) == 0 || r.servers[len(r.servers)-1] != s {
+				r.servers = append(r.servers, s)
+			}
 		}
+		slices.Sort(r.servers)
+		r.servers = slices.Compact(r.servers)
 	}
-	return false
+	_, ok := slices.BinarySearch(r.servers, server)
+	return ok
 }
 
 // upstreamFailure reduces an upstream failures entry to the shape clients parse, bounded
@@ -140,9 +149,5 @@ func upstreamFailure(v *Value) Failure {
 }
 
 func sortFailures(fs []ServerFailure) {
-	for i := 1; i < len(fs); i++ {
-		for j := i; j > 0 && fs[j].Server < fs[j-1].Server; j-- {
-			fs[j], fs[j-1] = fs[j-1], fs[j]
-		}
-	}
+	slices.SortFunc(fs, func(a, b ServerFailure) int { return cmp.Compare(a.Server, b.Server) })
 }
