@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/url"
 	"os"
@@ -140,14 +139,7 @@ const MaxFederationResponseBytesPerDevice = 1 << 20
 // query answer: FederationMaxResponseBytes plus FederationResponseBytesPerDevice for MaxPairs
 // devices, the most one request may name (math.MaxInt64 if that overflows).
 func (c *Config) FederationMaxResponseBytesCeiling() int64 {
-	per, pairs := c.FederationResponseBytesPerDevice, int64(c.MaxPairs)
-	if per <= 0 || pairs <= 0 {
-		return c.FederationMaxResponseBytes
-	}
-	if pairs > (math.MaxInt64-c.FederationMaxResponseBytes)/per {
-		return math.MaxInt64
-	}
-	return c.FederationMaxResponseBytes + per*pairs
+	return federation.ResponseBound(c.FederationMaxResponseBytes, c.FederationResponseBytesPerDevice, int64(c.MaxPairs))
 }
 
 // Federation defaults.

@@ -192,7 +192,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		c.perDevice, c.ceiling = 0, c.maxBody
 	}
 	if c.ceiling == 0 {
-		c.ceiling = addAllowance(c.maxBody, c.perDevice, int64(core.DefaultLimits().MaxPairs))
+		c.ceiling = ResponseBound(c.maxBody, c.perDevice, int64(core.DefaultLimits().MaxPairs))
 	}
 	c.ceiling = max(c.ceiling, c.maxBody)
 	if c.maxKeyBody <= 0 {
@@ -304,11 +304,16 @@ func (c *Client) limitFor(devices int64, all bool) int64 {
 	if all {
 		return c.ceiling
 	}
-	return min(addAllowance(c.maxBody, c.perDevice, devices), c.ceiling)
+	return min(ResponseBound(c.maxBody, c.perDevice, devices), c.ceiling)
 }
 
-// addAllowance returns floor + perDevice × devices, or math.MaxInt64 if that overflows.
-func addAllowance(floor, perDevice, devices int64) int64 {
+// ResponseBound returns the bound on an answer to a request that names devices devices: floor
+// plus perDevice for each (floor when either is not positive), or math.MaxInt64 if that
+// overflows. With devices the most a request may name (the pair limit), it is the ceiling of
+// such bounds. hostserver's configuration and proxy mode's bound on the upstream's claim
+// answer use it too (DESIGN.md, "Why does the bound on a remote answer grow with the
+// request?").
+func ResponseBound(floor, perDevice, devices int64) int64 {
 	if perDevice <= 0 || devices <= 0 {
 		return floor
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -348,6 +349,25 @@ func TestClientResponseLimit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestResponseBound checks the arithmetic the client, hostserver's configuration and proxy mode
+// share: floor plus the allowance of each device, saturating instead of overflowing.
+func TestResponseBound(t *testing.T) {
+	for _, c := range []struct{ floor, perDevice, devices, want int64 }{
+		{1000, 100, 0, 1000},
+		{1000, 100, 3, 1300},
+		{1000, 0, 3, 1000},
+		{1000, -1, 3, 1000},
+		{1000, 100, -1, 1000},
+		{8 << 20, 2048, 50_000, 8<<20 + 2048*50_000},
+		{math.MaxInt64 - 10, 1, 11, math.MaxInt64},
+		{1, 1 << 40, 1 << 30, math.MaxInt64},
+	} {
+		if got := ResponseBound(c.floor, c.perDevice, c.devices); got != c.want {
+			t.Errorf("ResponseBound(%d, %d, %d) = %d, want %d", c.floor, c.perDevice, c.devices, got, c.want)
+		}
 	}
 }
 
