@@ -14,7 +14,9 @@
 //     device the upstream left out becomes {} unless its server is in failures, whatever was not
 //     asked for is dropped, one_time_keys and failures are always present and never null;
 //   - answers 502 M_UNKNOWN when the upstream is unreachable, answers garbage or too large a
-//     body, and 504 M_UNKNOWN when it does not answer in time: never a half-answer.
+//     body (the bound grows with the devices the claim names: [Config.MaxUpstreamBody] plus
+//     [Config.UpstreamBodyPerDevice] for each, so that a claim within the pair limit is read in
+//     full), and 504 M_UNKNOWN when it does not answer in time: never a half-answer.
 //
 // Nothing is stored. Every other path is either answered 404 M_UNRECOGNIZED or, with
 // [Config.Passthrough], proxied unchanged to the upstream (streaming bodies, hop-by-hop headers

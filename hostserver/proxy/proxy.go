@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/keyclaim/keyclaim/core"
+	"github.com/keyclaim/keyclaim/hostserver/federation"
 )
 
 // The claim paths the proxy completes (client-server API v1.19, "POST /_matrix/client/v3/keys/claim").
@@ -31,8 +32,14 @@ const (
 
 // Defaults of [Config].
 const (
-	// DefaultMaxUpstreamBody is the largest upstream answer read (8 MiB).
+	// DefaultMaxUpstreamBody is the floor of the bound on the upstream's claim answer (8 MiB):
+	// what an answer may always be, however few devices the claim names.
 	DefaultMaxUpstreamBody int64 = 8 << 20
+	// DefaultUpstreamBodyPerDevice is what the bound on the upstream's claim answer grows by for
+	// every (user, device) the claim names: the allowance of federation claim answers, whose
+	// entries a client claim answer repeats (about 8 times a measured signed curve25519 key;
+	// see federation.DefaultResponseBytesPerDevice).
+	DefaultUpstreamBodyPerDevice int64 = federation.DefaultResponseBytesPerDevice
 	// DefaultTimeoutMargin is the time a claim exchange may take beyond the request's timeout:
 	// the upstream's own store work and the transfer of its answer.
 	DefaultTimeoutMargin = 5 * time.Second
@@ -65,9 +72,16 @@ type Config struct {
 	// Limits bound the claim request (body size, pairs, timeout default and cap); zero fields
 	// take core's defaults.
 	Limits core.Limits
-	// MaxUpstreamBody is the largest upstream answer read; a larger one is 502. Zero means
-	// DefaultMaxUpstreamBody.
+	// MaxUpstreamBody is the floor of the bound on the upstream's claim answer: the bound of the
+	// answer to a claim that names no device. A larger answer is 502. Zero means
+	// DefaultMaxUpstreamBody. The bound grows with the claim: see UpstreamBodyPerDevice.
 	MaxUpstreamBody int64
+	// UpstreamBodyPerDevice is added to the bound for every (user, device) the claim names, up
+	// to the allowance of Limits.MaxPairs devices (the most a valid claim names), so that a claim
+	// within the pair limit is read in full. Zero means DefaultUpstreamBodyPerDevice; negative
+	// means none: every answer is bounded by MaxUpstreamBody. See DESIGN.md, "Why does the bound
+	// on a remote answer grow with the request?".
+	UpstreamBodyPerDevice int64
 	// TimeoutMargin is added to the claim's resolved timeout to bound the whole exchange with the
 	// upstream; beyond it the answer is 504. Zero means DefaultTimeoutMargin.
 	TimeoutMargin time.Duration
@@ -93,7 +107,9 @@ type Proxy struct {
 	serverName  core.ServerName
 	mode        core.Mode
 	limits      core.Limits
-	maxAnswer   int64
+	maxAnswer   int64 // the floor of the bound on the upstream's claim answer
+	perDevice   int64 // added to it per claimed device
+	ceiling     int64 // the largest bound: the floor plus the allowance of limits.MaxPairs devices
 	margin      time.Duration
 	trustFwd    bool
 	client      *http.Client
@@ -141,6 +157,7 @@ func New(cfg Config) (*Proxy, error) {
 		mode:       mode,
 		limits:     cfg.Limits.WithDefaults(),
 		maxAnswer:  cfg.MaxUpstreamBody,
+		perDevice:  cfg.UpstreamBodyPerDevice,
 		margin:     cfg.TimeoutMargin,
 		trustFwd:   cfg.TrustForwarded,
 		logger:     cfg.Logger,
@@ -149,6 +166,13 @@ func New(cfg Config) (*Proxy, error) {
 	if p.maxAnswer == 0 {
 		p.maxAnswer = DefaultMaxUpstreamBody
 	}
+	switch {
+	case p.perDevice == 0:
+		p.perDevice = DefaultUpstreamBodyPerDevice
+	case p.perDevice < 0:
+		p.perDevice = 0
+	}
+	p.ceiling = federation.ResponseBound(p.maxAnswer, p.perDevice, int64(p.limits.MaxPairs))
 	if p.margin == 0 {
 		p.margin = DefaultTimeoutMargin
 	}
@@ -308,17 +332,18 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, req *core.Claim
 	p.setForwarded(out.Header, r)
 	p.setVia(out.Header, r.Header)
 
+	limit := p.answerLimit(req.Pairs())
 	start := time.Now()
 	resp, err := p.client.Do(out)
 	var answer []byte
 	if err == nil {
 		defer resp.Body.Close()
 		obs.UpstreamStatus = resp.StatusCode
-		answer, err = p.readAnswer(resp)
+		answer, err = readAnswer(resp, limit)
 	}
 	obs.Latency = time.Since(start)
 	if err != nil {
-		obs.Result = p.failExchange(ctx, w, r, budget, err)
+		obs.Result = p.failExchange(ctx, w, r, budget, req.Pairs(), err)
 		return obs
 	}
 
@@ -374,37 +399,51 @@ func (p *Proxy) upstreamURL(r *http.Request) string {
 	return u.String()
 }
 
-// readAnswer reads the upstream's answer, at most maxAnswer bytes.
-func (p *Proxy) readAnswer(resp *http.Response) ([]byte, error) {
-	if resp.ContentLength > p.maxAnswer {
-		return nil, &tooLargeError{limit: p.maxAnswer}
+// answerLimit returns the bound on the upstream's answer to a claim of devices (user, device)
+// pairs: the floor plus the allowance of each device, at most the ceiling. The upstream hands
+// out the keys before it answers, so an honest answer refused here loses them; the bound follows
+// the claim so that a claim within the pair limit is read in full, while a small claim still
+// cannot make the proxy buffer more than the floor and a little.
+func (p *Proxy) answerLimit(devices int) int64 {
+	return min(federation.ResponseBound(p.maxAnswer, p.perDevice, int64(devices)), p.ceiling)
+}
+
+// readAnswer reads the upstream's answer, at most limit bytes: a larger one is a
+// [tooLargeError], found from its Content-Length when it has one, otherwise after reading at
+// most limit plus one byte.
+func readAnswer(resp *http.Response, limit int64) ([]byte, error) {
+	if resp.ContentLength > limit {
+		return nil, &tooLargeError{limit: limit, length: resp.ContentLength}
 	}
 	var buf bytes.Buffer
 	if resp.ContentLength > 0 {
 		buf.Grow(int(resp.ContentLength))
 	}
-	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, p.maxAnswer+1)); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1)); err != nil {
 		return nil, fmt.Errorf("reading the upstream answer: %w", err)
 	}
-	if int64(buf.Len()) > p.maxAnswer {
-		return nil, &tooLargeError{limit: p.maxAnswer}
+	if int64(buf.Len()) > limit {
+		return nil, &tooLargeError{limit: limit, length: -1}
 	}
 	return buf.Bytes(), nil
 }
 
 // tooLargeError is an upstream answer over the size limit.
-type tooLargeError struct{ limit int64 }
+type tooLargeError struct {
+	limit  int64 // the bound of this claim's answer
+	length int64 // the answer's Content-Length, -1 when it had none
+}
 
 func (e *tooLargeError) Error() string {
 	return fmt.Sprintf("the upstream answer is larger than %d bytes", e.limit)
 }
 
 // failExchange answers a claim whose exchange with the upstream failed and returns the result.
-func (p *Proxy) failExchange(ctx context.Context, w http.ResponseWriter, r *http.Request, budget time.Duration, err error) Result {
+func (p *Proxy) failExchange(ctx context.Context, w http.ResponseWriter, r *http.Request, budget time.Duration, devices int, err error) Result {
 	var tl *tooLargeError
 	switch {
 	case errors.As(err, &tl):
-		p.logger.Warn("upstream answer too large", "limit", tl.limit)
+		p.logger.Warn("upstream answer too large", "limit", tl.limit, "content_length", tl.length, "requested_devices", devices)
 		writeError(w, http.StatusBadGateway, core.CodeUnknown, fmt.Sprintf("upstream answer too large: the upstream homeserver's answer is larger than %d bytes", tl.limit))
 		return ResultTooLarge
 	case errors.Is(r.Context().Err(), context.Canceled):

@@ -180,6 +180,8 @@ const keyA1 = `{"key":"kA1","signatures":{"` + alice + `":{"ed25519:A1":"sig"}}}
 
 func TestClaimAgainstMisbehavingUpstream(t *testing.T) {
 	big := `{"one_time_keys":{"` + alice + `":{"A1":{"signed_curve25519:AAAA":"` + strings.Repeat("x", 9<<20) + `"}}}}`
+	// The bound on the answer to claimRequest's 3 devices: 8 MiB plus 2 KiB per device.
+	tooLarge := tooLargeBody(proxy.DefaultMaxUpstreamBody + 3*proxy.DefaultUpstreamBodyPerDevice)
 	cases := []struct {
 		name        string
 		answer      http.HandlerFunc
@@ -360,7 +362,7 @@ func TestClaimAgainstMisbehavingUpstream(t *testing.T) {
 			name:        "9 MiB answer with Content-Length",
 			answer:      answerWith(200, "application/json", big, "Content-Length", strconv.Itoa(len(big))),
 			status:      502,
-			body:        `{"errcode":"M_UNKNOWN","error":"upstream answer too large: the upstream homeserver's answer is larger than 8388608 bytes"}`,
+			body:        tooLarge,
 			contentType: "application/json",
 			result:      proxy.ResultTooLarge,
 			slow:        true,
@@ -375,7 +377,7 @@ func TestClaimAgainstMisbehavingUpstream(t *testing.T) {
 				}
 			},
 			status:      502,
-			body:        `{"errcode":"M_UNKNOWN","error":"upstream answer too large: the upstream homeserver's answer is larger than 8388608 bytes"}`,
+			body:        tooLarge,
 			contentType: "application/json",
 			result:      proxy.ResultTooLarge,
 			slow:        true,
@@ -450,6 +452,11 @@ func TestClaimAgainstMisbehavingUpstream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tooLargeBody is the proxy's answer to an upstream answer larger than limit bytes.
+func tooLargeBody(limit int64) string {
+	return `{"errcode":"M_UNKNOWN","error":"upstream answer too large: the upstream homeserver's answer is larger than ` + itoa(limit) + ` bytes"}`
 }
 
 // assertComplete checks a completed answer as a client would: both maps present, no null
