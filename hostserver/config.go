@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver/federation"
+	"github.com/keyclaim/keyclaim/hostserver/proxy"
 	"github.com/keyclaim/keyclaim/hostserver/store"
 	"go.yaml.in/yaml/v3"
 )
@@ -89,6 +90,17 @@ type Config struct {
 	// UpstreamTrustForwarded (--upstream-trust-forwarded) keeps the X-Forwarded-* headers set by
 	// a reverse proxy in front of keyclaim instead of replacing them.
 	UpstreamTrustForwarded bool
+	// UpstreamMaxResponseBytes (--upstream-max-response-bytes) is the floor of the bound on the
+	// body of the upstream's claim answer: the bound of an answer to a claim that names no
+	// device. A larger answer is 502 (and the keys it carried are lost: the upstream handed them
+	// out).
+	UpstreamMaxResponseBytes int64
+	// UpstreamResponseBytesPerDevice (--upstream-response-bytes-per-device) is added to that
+	// bound for every (user, device) the claim names, so that a claim within --max-pairs is read
+	// in full; the bound is at most [Config.UpstreamMaxResponseBytesCeiling]. 0 means none:
+	// every answer is bounded by UpstreamMaxResponseBytes. See DESIGN.md, "Why does the bound on
+	// a remote answer grow with the request?".
+	UpstreamResponseBytesPerDevice int64
 
 	// Dependencies. Each is optional; nil means "build it from the configuration".
 
@@ -128,11 +140,14 @@ func DefaultConfig() Config {
 		FederationTimeoutCap:             DefaultFederationTimeoutCap,
 		FederationMaxResponseBytes:       federation.DefaultMaxResponseBytes,
 		FederationResponseBytesPerDevice: federation.DefaultResponseBytesPerDevice,
+
+		UpstreamMaxResponseBytes:       proxy.DefaultMaxUpstreamBody,
+		UpstreamResponseBytesPerDevice: proxy.DefaultUpstreamBodyPerDevice,
 	}
 }
 
-// MaxFederationResponseBytesPerDevice is the largest --federation-response-bytes-per-device:
-// no device's keys come near it.
+// MaxFederationResponseBytesPerDevice is the largest --federation-response-bytes-per-device and
+// --upstream-response-bytes-per-device: no device's keys come near it.
 const MaxFederationResponseBytesPerDevice = 1 << 20
 
 // FederationMaxResponseBytesCeiling returns the largest bound on a remote server's claim or
@@ -140,6 +155,13 @@ const MaxFederationResponseBytesPerDevice = 1 << 20
 // devices, the most one request may name (math.MaxInt64 if that overflows).
 func (c *Config) FederationMaxResponseBytesCeiling() int64 {
 	return federation.ResponseBound(c.FederationMaxResponseBytes, c.FederationResponseBytesPerDevice, int64(c.MaxPairs))
+}
+
+// UpstreamMaxResponseBytesCeiling returns the largest bound on the upstream's claim answer in
+// proxy mode: UpstreamMaxResponseBytes plus UpstreamResponseBytesPerDevice for MaxPairs
+// devices, the most one claim may name (math.MaxInt64 if that overflows).
+func (c *Config) UpstreamMaxResponseBytesCeiling() int64 {
+	return federation.ResponseBound(c.UpstreamMaxResponseBytes, c.UpstreamResponseBytesPerDevice, int64(c.MaxPairs))
 }
 
 // Federation defaults.
@@ -204,6 +226,8 @@ func LoadConfig(args []string, lookupEnv func(string) (string, bool), usage io.W
 	fs.StringVar(&cfg.Upstream, "upstream", cfg.Upstream, "proxy mode: complete the /keys/claim answers of this existing homeserver (base URL); nothing is stored")
 	fs.BoolVar(&cfg.UpstreamPassthrough, "upstream-passthrough", cfg.UpstreamPassthrough, "proxy mode: also proxy every other path to the upstream unchanged")
 	fs.BoolVar(&cfg.UpstreamTrustForwarded, "upstream-trust-forwarded", cfg.UpstreamTrustForwarded, "proxy mode: keep X-Forwarded-* headers from a reverse proxy in front of keyclaim")
+	fs.Int64Var(&cfg.UpstreamMaxResponseBytes, "upstream-max-response-bytes", cfg.UpstreamMaxResponseBytes, "proxy mode: bound on the upstream's claim answer, in bytes, before the allowance per requested device (a larger answer is 502, and the keys in it are lost)")
+	fs.Int64Var(&cfg.UpstreamResponseBytesPerDevice, "upstream-response-bytes-per-device", cfg.UpstreamResponseBytesPerDevice, "proxy mode: bytes added to that bound per (user, device) the claim names, up to the allowance of --max-pairs devices (0: none)")
 	fs.BoolVar(&cfg.FederationAllowPrivateIPs, "federation-allow-private-ips", cfg.FederationAllowPrivateIPs, "allow discovered servers at loopback, private and other non-public addresses (static routes always may)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: keyclaim-server [flags]\n\nEvery flag can also be set by the environment variable %s<NAME> (upper case, dashes as\nunderscores) and by a key of the --config file. Precedence: flag > environment > file > default.\n\n", EnvPrefix)
@@ -375,6 +399,12 @@ func (c *Config) Validate() error {
 	if c.FederationResponseBytesPerDevice < 0 || c.FederationResponseBytesPerDevice > MaxFederationResponseBytesPerDevice {
 		bad("--federation-response-bytes-per-device must be between 0 and %d, got %d", MaxFederationResponseBytesPerDevice, c.FederationResponseBytesPerDevice)
 	}
+	if c.UpstreamMaxResponseBytes < 2 {
+		bad("--upstream-max-response-bytes must be at least 2 (the body {}), got %d", c.UpstreamMaxResponseBytes)
+	}
+	if c.UpstreamResponseBytesPerDevice < 0 || c.UpstreamResponseBytesPerDevice > MaxFederationResponseBytesPerDevice {
+		bad("--upstream-response-bytes-per-device must be between 0 and %d, got %d", MaxFederationResponseBytesPerDevice, c.UpstreamResponseBytesPerDevice)
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format: want text or json, got %q", c.LogFormat)
 	}
@@ -409,6 +439,8 @@ func (c *Config) LogAttrs() []any {
 		"federation_timeout_cap", c.FederationTimeoutCap.String(), "federation_max_response_bytes", c.FederationMaxResponseBytes,
 		"federation_response_bytes_per_device", c.FederationResponseBytesPerDevice, "federation_max_response_bytes_ceiling", c.FederationMaxResponseBytesCeiling(),
 		"federation_allow_private_ips", c.FederationAllowPrivateIPs,
+		"upstream_max_response_bytes", c.UpstreamMaxResponseBytes, "upstream_response_bytes_per_device", c.UpstreamResponseBytesPerDevice,
+		"upstream_max_response_bytes_ceiling", c.UpstreamMaxResponseBytesCeiling(),
 	}
 }
 

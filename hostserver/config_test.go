@@ -173,6 +173,40 @@ federation-allow-private-ips: true
 	}
 }
 
+func TestLoadConfigUpstreamResponseBound(t *testing.T) {
+	cfg, err := hostserver.LoadConfig([]string{"--upstream", "http://127.0.0.1:8008"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bound on the upstream's claim answer: 8 MiB, plus 2 KiB per device claimed, at most
+	// what a claim of --max-pairs devices may take.
+	if cfg.UpstreamMaxResponseBytes != 8<<20 || cfg.UpstreamResponseBytesPerDevice != 2048 {
+		t.Errorf("upstream answer defaults: %d, %d per device", cfg.UpstreamMaxResponseBytes, cfg.UpstreamResponseBytesPerDevice)
+	}
+	if got := cfg.UpstreamMaxResponseBytesCeiling(); got != 8<<20+2048*50_000 {
+		t.Errorf("default ceiling of the upstream's answer = %d", got)
+	}
+	file := writeFile(t, "keyclaim.yaml", `
+upstream: http://127.0.0.1:8008
+upstream-max-response-bytes: 65536
+max-pairs: 1000
+`)
+	cfg, err = hostserver.LoadConfig([]string{"--config", file}, env(map[string]string{"KEYCLAIM_UPSTREAM_RESPONSE_BYTES_PER_DEVICE": "512"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.UpstreamMaxResponseBytes != 65536 || cfg.UpstreamResponseBytesPerDevice != 512 {
+		t.Errorf("upstream answer settings from the file and the environment: %d, %d per device", cfg.UpstreamMaxResponseBytes, cfg.UpstreamResponseBytesPerDevice)
+	}
+	if got := cfg.UpstreamMaxResponseBytesCeiling(); got != 65536+512*1000 {
+		t.Errorf("ceiling of the upstream's answer = %d, want --upstream-max-response-bytes + --upstream-response-bytes-per-device × --max-pairs", got)
+	}
+	cfg.UpstreamResponseBytesPerDevice = 0
+	if got := cfg.UpstreamMaxResponseBytesCeiling(); got != 65536 {
+		t.Errorf("ceiling without an allowance per device = %d, want the floor", got)
+	}
+}
+
 func TestLoadConfigDev(t *testing.T) {
 	cfg, err := hostserver.LoadConfig([]string{"--dev"}, env(nil), io.Discard)
 	if err != nil {
@@ -220,6 +254,9 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"bad response limit", []string{"--tokens", "t", "--federation-max-response-bytes", "1"}, nil, "--federation-max-response-bytes"},
 		{"negative allowance per device", []string{"--tokens", "t", "--federation-response-bytes-per-device", "-1"}, nil, "--federation-response-bytes-per-device"},
 		{"huge allowance per device", []string{"--tokens", "t", "--federation-response-bytes-per-device", "2000000"}, nil, "--federation-response-bytes-per-device"},
+		{"bad upstream response limit", []string{"--upstream", "http://hs", "--upstream-max-response-bytes", "0"}, nil, "--upstream-max-response-bytes"},
+		{"negative upstream allowance per device", []string{"--upstream", "http://hs", "--upstream-response-bytes-per-device", "-1"}, nil, "--upstream-response-bytes-per-device"},
+		{"huge upstream allowance per device", []string{"--upstream", "http://hs"}, map[string]string{"KEYCLAIM_UPSTREAM_RESPONSE_BYTES_PER_DEVICE": "2000000"}, "--upstream-response-bytes-per-device"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -22,15 +22,21 @@ func (s *Server) buildProxyMode() (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy metrics: %w", err)
 	}
+	perDevice := s.cfg.UpstreamResponseBytesPerDevice
+	if perDevice == 0 {
+		perDevice = -1 // none (0 would be the proxy's default)
+	}
 	p, err := proxy.New(proxy.Config{
-		Upstream:       upstream,
-		ServerName:     s.serverName,
-		Mode:           s.mode,
-		Limits:         s.cfg.limits(),
-		Passthrough:    s.cfg.UpstreamPassthrough,
-		TrustForwarded: s.cfg.UpstreamTrustForwarded,
-		Logger:         s.logger.With("component", "proxy"),
-		Metrics:        pm,
+		Upstream:              upstream,
+		ServerName:            s.serverName,
+		Mode:                  s.mode,
+		Limits:                s.cfg.limits(),
+		MaxUpstreamBody:       s.cfg.UpstreamMaxResponseBytes,
+		UpstreamBodyPerDevice: perDevice,
+		Passthrough:           s.cfg.UpstreamPassthrough,
+		TrustForwarded:        s.cfg.UpstreamTrustForwarded,
+		Logger:                s.logger.With("component", "proxy"),
+		Metrics:               pm,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)

@@ -3,10 +3,13 @@ package hostserver_test
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,4 +84,75 @@ func TestProxyModeFlagsNeedUpstream(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--upstream") {
 		t.Fatalf("err = %v, want a message that --upstream is needed", err)
 	}
+}
+
+// TestProxyModeUpstreamResponseBound checks that --upstream-max-response-bytes and
+// --upstream-response-bytes-per-device reach the proxy: a fake upstream homeserver answers a
+// claim of 2 devices with a valid answer padded to the size the test asks for, and the bound is
+// the floor plus the allowance of 2 devices (just the floor with an allowance of 0).
+func TestProxyModeUpstreamResponseBound(t *testing.T) {
+	var size atomic.Int64
+	fakeHomeserver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		answer := `{"failures":{},"one_time_keys":{"@bob:hs1.test":{"B1":{"signed_curve25519:K":{"key":"k"}}}}}`
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, answer+strings.Repeat(" ", int(size.Load())-len(answer)))
+	}))
+	defer fakeHomeserver.Close()
+	claim := func(base string) (int, string) {
+		t.Helper()
+		resp, err := http.Post(base+"/_matrix/client/v3/keys/claim", "application/json",
+			strings.NewReader(`{"one_time_keys":{"@bob:hs1.test":{"B1":"signed_curve25519","B2":"signed_curve25519"}}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, c := range []struct {
+		perDevice string
+		bound     int64
+	}{{"100", 1200}, {"0", 1000}} {
+		t.Run("per device "+c.perDevice, func(t *testing.T) {
+			base := startProxyMode(t, "--upstream", fakeHomeserver.URL, "--server-name", "hs1.test", "--listen", "127.0.0.1:0",
+				"--upstream-max-response-bytes", "1000", "--upstream-response-bytes-per-device", c.perDevice)
+			size.Store(c.bound)
+			if status, body := claim(base); status != 200 || !strings.Contains(body, `"B2":{}`) {
+				t.Errorf("an answer of %d bytes, the bound: got %d %s", c.bound, status, body)
+			}
+			size.Store(c.bound + 1)
+			want := `{"errcode":"M_UNKNOWN","error":"upstream answer too large: the upstream homeserver's answer is larger than ` + strconv.FormatInt(c.bound, 10) + ` bytes"}`
+			if status, body := claim(base); status != 502 || body != want {
+				t.Errorf("an answer of %d bytes: got %d %s\nwant 502 %s", c.bound+1, status, body, want)
+			}
+		})
+	}
+}
+
+// startProxyMode starts the server with the command-line arguments args and returns its base URL.
+func startProxyMode(t *testing.T, args ...string) string {
+	t.Helper()
+	cfg, err := hostserver.LoadConfig(args, func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	srv, err := hostserver.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background(), ln); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return "http://" + ln.Addr().String()
 }
