@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -88,22 +87,7 @@ func startBigPair(t *testing.T, devices []bigDevice) (hs1, hs2 *testServer) {
 			{User: bigUser, Device: d.id, KeyID: d.keyID, Key: json.RawMessage(d.otk)},
 		}
 	}
-	ln1, ln2 := listenLoopback(t), listenLoopback(t)
-	url1, url2 := routeTo(t, ln1), routeTo(t, ln2)
-	hs1 = startServerOn(t, sqliteBackend, ln1, func(cfg *hostserver.Config) {
-		cfg.Federation = nil // the real client
-		cfg.FederationResolve[hs2Name] = url2
-	})
-	hs2 = startServerOn(t, sqliteBackend, ln2, func(cfg *hostserver.Config) {
-		tokens := filepath.Join(t.TempDir(), "hs2-tokens.json")
-		writeTokenFile(t, tokens, hs2Tokens)
-		cfg.ServerName = hs2Name
-		cfg.Tokens = tokens
-		cfg.Store = st
-		cfg.Federation = nil
-		cfg.FederationResolve[serverName] = url1
-	})
-	return hs1, hs2
+	return startPairWith(t, sqliteBackend, func(*hostserver.Config) {}, func(cfg *hostserver.Config) { cfg.Store = st })
 }
 
 // memStore is an in-memory store.Store of device keys and one-time keys, enough for hs2 here:

@@ -66,21 +66,29 @@ func routeTo(t *testing.T, ln net.Listener) *url.URL {
 // each other through the real federation client.
 func startPair(t *testing.T, b backend, mode1, mode2 string) (hs1, hs2 *testServer) {
 	t.Helper()
+	return startPairWith(t, b,
+		func(cfg *hostserver.Config) { cfg.Mode = mode1 },
+		func(cfg *hostserver.Config) { cfg.Mode = mode2 })
+}
+
+// startPairWith is startPair with each server's configuration adjusted by its function.
+func startPairWith(t *testing.T, b backend, adjust1, adjust2 func(*hostserver.Config)) (hs1, hs2 *testServer) {
+	t.Helper()
 	ln1, ln2 := listenLoopback(t), listenLoopback(t)
 	url1, url2 := routeTo(t, ln1), routeTo(t, ln2)
 	hs1 = startServerOn(t, b, ln1, func(cfg *hostserver.Config) {
-		cfg.Mode = mode1
 		cfg.Federation = nil // the real client
 		cfg.FederationResolve[hs2Name] = url2
+		adjust1(cfg)
 	})
 	hs2 = startServerOn(t, b, ln2, func(cfg *hostserver.Config) {
 		tokens := filepath.Join(t.TempDir(), "hs2-tokens.json")
 		writeTokenFile(t, tokens, hs2Tokens)
 		cfg.ServerName = hs2Name
 		cfg.Tokens = tokens
-		cfg.Mode = mode2
 		cfg.Federation = nil
 		cfg.FederationResolve[serverName] = url1
+		adjust2(cfg)
 	})
 	return hs1, hs2
 }

@@ -29,28 +29,8 @@ func TestProxyMode(t *testing.T) {
 	}))
 	defer fakeHomeserver.Close()
 
-	cfg, err := hostserver.LoadConfig([]string{"--upstream", fakeHomeserver.URL, "--server-name", "hs1.test", "--listen", "127.0.0.1:0"},
-		func(string) (string, bool) { return "", false }, io.Discard)
-	if err != nil {
-		t.Fatalf("proxy mode needs no tokens, database or signing key: %v", err)
-	}
-	srv, err := hostserver.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background(), ln); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
-	base := "http://" + ln.Addr().String()
+	// No token file, database or signing key: proxy mode needs none.
+	base := startProxyMode(t, "--upstream", fakeHomeserver.URL, "--server-name", "hs1.test", "--listen", "127.0.0.1:0")
 	req, _ := http.NewRequest(http.MethodPost, base+"/_matrix/client/v3/keys/claim",
 		strings.NewReader(`{"one_time_keys":{"@bob:hs1.test":{"B1":"signed_curve25519","B2":"signed_curve25519"}}}`))
 	req.Header.Set("Authorization", "Bearer client-token")
@@ -135,7 +115,7 @@ func startProxyMode(t *testing.T, args ...string) string {
 	t.Helper()
 	cfg, err := hostserver.LoadConfig(args, func(string) (string, bool) { return "", false }, io.Discard)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("configuration %q: %v", args, err)
 	}
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	srv, err := hostserver.New(cfg)
