@@ -68,8 +68,8 @@ type Config struct {
 	FederationMaxResponseBytes int64
 	// FederationResponseBytesPerDevice (--federation-response-bytes-per-device) is added to that
 	// bound for every device the request names, so that a claim within --max-pairs can be
-	// answered in full; the bound is at most [Config.FederationMaxResponseBytesCeiling], which
-	// is also the bound of a query that asks for all devices of some user. 0 means none: every
+	// answered in full (a query user asked for all of its devices counts as 10,000); the bound
+	// is at most [Config.FederationMaxResponseBytesCeiling]. 0 means none: every
 	// answer is bounded by FederationMaxResponseBytes. See DESIGN.md, "Why does the bound on a
 	// remote answer grow with the request?".
 	FederationResponseBytesPerDevice int64
@@ -222,7 +222,7 @@ func LoadConfig(args []string, lookupEnv func(string) (string, bool), usage io.W
 	fs.Var(&cfg.FederationResolve, "federation-resolve", "send requests for a server name to a base URL, bypassing discovery: `name=URL` (repeatable, or comma-separated; the only way to use plain http://)")
 	fs.DurationVar(&cfg.FederationTimeoutCap, "federation-timeout-cap", cfg.FederationTimeoutCap, "the longest a client request waits for remote servers, whatever its timeout")
 	fs.Int64Var(&cfg.FederationMaxResponseBytes, "federation-max-response-bytes", cfg.FederationMaxResponseBytes, "bound on a remote server's claim or query answer, in bytes, before the allowance per requested device (a larger answer makes that server a failure, 502)")
-	fs.Int64Var(&cfg.FederationResponseBytesPerDevice, "federation-response-bytes-per-device", cfg.FederationResponseBytesPerDevice, "bytes added to that bound per device the request names, up to the allowance of --max-pairs devices, which also bounds a query of all devices of a user (0: none)")
+	fs.Int64Var(&cfg.FederationResponseBytesPerDevice, "federation-response-bytes-per-device", cfg.FederationResponseBytesPerDevice, "bytes added to that bound per device the request names (a query user asked for all of its devices counts as 10,000), up to the allowance of --max-pairs devices (0: none)")
 	fs.StringVar(&cfg.Upstream, "upstream", cfg.Upstream, "proxy mode: complete the /keys/claim answers of this existing homeserver (base URL); nothing is stored")
 	fs.BoolVar(&cfg.UpstreamPassthrough, "upstream-passthrough", cfg.UpstreamPassthrough, "proxy mode: also proxy every other path to the upstream unchanged")
 	fs.BoolVar(&cfg.UpstreamTrustForwarded, "upstream-trust-forwarded", cfg.UpstreamTrustForwarded, "proxy mode: keep X-Forwarded-* headers from a reverse proxy in front of keyclaim")

@@ -124,9 +124,9 @@ type ClientOptions struct {
 	// DefaultResponseBytesPerDevice; negative means none: every answer is bounded by
 	// MaxResponseBytes).
 	ResponseBytesPerDevice int64
-	// MaxResponseBytesCeiling is the largest bound of an answer, whatever the request names. A
-	// query that asks for all devices of some user (an empty list: how many there are is not
-	// known before the answer) is bounded by it. 0 means MaxResponseBytes plus the allowance of
+	// MaxResponseBytesCeiling is the largest bound of an answer, whatever the request names (a
+	// query user asked for all of its devices, an empty list, counts as allDevicesAllowance
+	// devices: how many there are is not known before the answer). 0 means MaxResponseBytes plus the allowance of
 	// 50,000 devices (core's default pair limit); a ceiling below MaxResponseBytes is
 	// MaxResponseBytes, and without an allowance per device the ceiling is MaxResponseBytes.
 	MaxResponseBytesCeiling int64
@@ -233,8 +233,8 @@ func (c *Client) ClaimKeys(ctx context.Context, destination core.ServerName, bod
 }
 
 // QueryKeys sends body, a federation query body ({"device_keys": {...}}), to destination's
-// POST /_matrix/federation/v1/user/keys/query, with the outcomes of [Client.ClaimKeys]. A body
-// that asks for all devices of some user (an empty list) is bounded by MaxResponseBytesCeiling.
+// POST /_matrix/federation/v1/user/keys/query, with the outcomes of [Client.ClaimKeys]. A user
+// asked for all of its devices (an empty list) counts as allDevicesAllowance devices in the bound.
 func (c *Client) QueryKeys(ctx context.Context, destination core.ServerName, body []byte) core.RemoteOutcome {
 	return c.post(ctx, EndpointQuery, destination, QueryPath, body)
 }
@@ -251,8 +251,8 @@ func (c *Client) post(ctx context.Context, ep Endpoint, dest core.ServerName, pa
 	var status int
 	var data []byte
 	content, err := parseContent(body)
-	devices, all := requestedDevices(ep, content)
-	limit := c.limitFor(devices, all)
+	devices, allUsers := requestedDevices(ep, content)
+	limit := c.limitFor(devices, allUsers)
 	if err != nil {
 		err = &requestError{err}
 	} else {
@@ -266,7 +266,7 @@ func (c *Client) post(ctx context.Context, ep Endpoint, dest core.ServerName, pa
 		// nothing to back off from, and the next request should say why again.
 		unreachable := outcome == OutcomeTransportError && !errors.As(err, new(*PortError))
 		if outcome == OutcomeTooLarge {
-			attrs = append(attrs, slog.Int64("requested_devices", devices), slog.Bool("all_devices", all))
+			attrs = append(attrs, slog.Int64("requested_devices", devices), slog.Int64("all_devices_users", allUsers))
 		}
 		if unreachable || outcome == OutcomeTimeout && deadline.Sub(start) >= c.backoff.policy.MinTimeout {
 			attrs = append(attrs, slog.Duration("backoff", c.backoff.fail(dest)))
@@ -297,19 +297,23 @@ func (c *Client) responseLimit(ep Endpoint, body []byte) int64 {
 	return c.limitFor(requestedDevices(ep, content))
 }
 
-// limitFor returns the bound on the answer to a request that names devices devices, or all
-// devices of some user: the floor plus the allowance of each device, at most the ceiling; the
-// ceiling when all devices of a user were asked.
-func (c *Client) limitFor(devices int64, all bool) int64 {
-	if all {
-		return c.ceiling
-	}
-	return min(ResponseBound(c.maxBody, c.perDevice, devices), c.ceiling)
+// allDevicesAllowance is how many devices a query user asked for all of its devices (an empty
+// list, how clients query) counts for in the bound: its device count is not known before the
+// answer. Counting it as the pair limit would let any remote make us hold the ceiling (about
+// 99 MiB) for every query; 10,000 devices (about 20 MiB at 2 KiB each, room for some 48,000
+// real device keys of 424 bytes) is beyond any account but a bot that never logs out.
+const allDevicesAllowance = 10_000
+
+// limitFor returns the bound on the answer to a request that names devices devices, and asks
+// for all devices of allUsers users: the floor plus the allowance of each device (each such user
+// counting as allDevicesAllowance), at most the ceiling.
+func (c *Client) limitFor(devices, allUsers int64) int64 {
+	return min(ResponseBound(c.maxBody, c.perDevice, devices+allUsers*allDevicesAllowance), c.ceiling)
 }
 
 // ResponseBound returns the bound on an answer to a request that names devices devices: floor
-// plus perDevice for each (floor when either is not positive), or math.MaxInt64 if that
-// overflows. With devices the most a request may name (the pair limit), it is the ceiling of
+// plus perDevice for each (floor when either is not positive), saturating at math.MaxInt64-1
+// (so that a reader may always ask for one byte more than the bound). With devices the most a request may name (the pair limit), it is the ceiling of
 // such bounds. hostserver's configuration and proxy mode's bound on the upstream's claim
 // answer use it too (DESIGN.md, "Why does the bound on a remote answer grow with the
 // request?").
@@ -317,25 +321,25 @@ func ResponseBound(floor, perDevice, devices int64) int64 {
 	if perDevice <= 0 || devices <= 0 {
 		return floor
 	}
-	if devices > (math.MaxInt64-floor)/perDevice {
-		return math.MaxInt64
+	if floor >= math.MaxInt64-1 || devices > (math.MaxInt64-1-floor)/perDevice {
+		return math.MaxInt64 - 1
 	}
 	return floor + perDevice*devices
 }
 
 // requestedDevices counts the devices a claim or query body (read; nil when there is none)
-// names: every (user, device) of one_time_keys, every device ID of device_keys. all reports a
-// query user asked with an empty list, that is for all of its devices. A body of another shape
-// names no device.
-func requestedDevices(ep Endpoint, content *core.Value) (devices int64, all bool) {
+// names: every (user, device) of one_time_keys, every device ID of device_keys. allUsers counts
+// the query users asked with an empty list, that is for all of their devices. A body of another
+// shape names no device.
+func requestedDevices(ep Endpoint, content *core.Value) (devices, allUsers int64) {
 	if content == nil {
-		return 0, false
+		return 0, 0
 	}
 	switch ep {
 	case EndpointClaim:
 		users, ok := content.Get("one_time_keys")
 		if !ok {
-			return 0, false
+			return 0, 0
 		}
 		for i := range users.Members {
 			devices += int64(len(users.Members[i].Value.Members))
@@ -343,17 +347,17 @@ func requestedDevices(ep Endpoint, content *core.Value) (devices int64, all bool
 	case EndpointQuery:
 		users, ok := content.Get("device_keys")
 		if !ok {
-			return 0, false
+			return 0, 0
 		}
 		for i := range users.Members {
 			list := &users.Members[i].Value
 			if list.Kind == core.KindArray && len(list.Items) == 0 {
-				all = true
+				allUsers++
 			}
 			devices += int64(len(list.Items))
 		}
 	}
-	return devices, all
+	return devices, allUsers
 }
 
 // withTimeout bounds ctx by the default timeout when it has no deadline.

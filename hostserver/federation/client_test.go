@@ -266,8 +266,8 @@ func TestClientUndialablePort(t *testing.T) {
 }
 
 // TestClientResponseLimit: the bound on a claim or query answer grows with the devices the
-// request names (a floor, plus an allowance per device, at most a ceiling); a query that asks for
-// all devices of a user, a number not known before the answer, may use the ceiling.
+// request names (a floor, plus an allowance per device, at most a ceiling); a query user asked for
+// all of its devices, a number not known before the answer, counts as 10,000 devices.
 func TestClientResponseLimit(t *testing.T) {
 	var size atomic.Int64   // the size of the next answer
 	var chunked atomic.Bool // whether it comes without a Content-Length
@@ -316,11 +316,13 @@ func TestClientResponseLimit(t *testing.T) {
 		{"claim of 100 devices: the ceiling", small, false, claim(many...), 5000},
 		{"query of 2 named devices", small, true, []byte(`{"device_keys":{"@a:remote.test":["D1","D2"]}}`), 1200},
 		{"query of no user", small, true, []byte(`{"device_keys":{}}`), 1000},
-		{"query of all devices of a user: the ceiling", small, true, []byte(`{"device_keys":{"@a:remote.test":["D1"],"@b:remote.test":[]}}`), 5000},
+		{"query of all devices of a user: 10,000 devices, here above the ceiling", small, true, []byte(`{"device_keys":{"@a:remote.test":["D1"],"@b:remote.test":[]}}`), 5000},
 		{"no allowance per device", newClient(ClientOptions{MaxResponseBytes: 1000, ResponseBytesPerDevice: -1}), false, claim(dev(1), dev(2)), 1000},
 		{"no allowance: all devices get the floor", newClient(ClientOptions{MaxResponseBytes: 1000, ResponseBytesPerDevice: -1}), true, []byte(`{"device_keys":{"@a:remote.test":[]}}`), 1000},
 		{"defaults, one device", newClient(ClientOptions{}), false, claim(dev(1)), 1<<20 + 2048},
-		{"defaults, all devices: floor and 50,000 devices", newClient(ClientOptions{}), true, []byte(`{"device_keys":{"@a:remote.test":[]}}`), 1<<20 + 2048*50_000},
+		{"defaults, all devices of one user: floor and 10,000 devices", newClient(ClientOptions{}), true, []byte(`{"device_keys":{"@a:remote.test":[]}}`), 1<<20 + 2048*10_000},
+		{"defaults, all devices of two users and 3 named", newClient(ClientOptions{}), true, []byte(`{"device_keys":{"@a:remote.test":[],"@b:remote.test":["X","Y","Z"],"@c:remote.test":[]}}`), 1<<20 + 2048*20_003},
+		{"defaults, all devices of six users: the ceiling", newClient(ClientOptions{}), true, []byte(`{"device_keys":{"@a:remote.test":[],"@b:remote.test":[],"@c:remote.test":[],"@d:remote.test":[],"@e:remote.test":[],"@f:remote.test":[]}}`), 1<<20 + 2048*50_000},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -362,12 +364,20 @@ func TestResponseBound(t *testing.T) {
 		{1000, -1, 3, 1000},
 		{1000, 100, -1, 1000},
 		{8 << 20, 2048, 50_000, 8<<20 + 2048*50_000},
-		{math.MaxInt64 - 10, 1, 11, math.MaxInt64},
-		{1, 1 << 40, 1 << 30, math.MaxInt64},
+		{math.MaxInt64 - 10, 1, 9, math.MaxInt64 - 1},
+		{math.MaxInt64 - 10, 1, 11, math.MaxInt64 - 1},
+		{math.MaxInt64, 1, 1, math.MaxInt64 - 1},
+		{1, 1 << 40, 1 << 30, math.MaxInt64 - 1},
 	} {
 		if got := ResponseBound(c.floor, c.perDevice, c.devices); got != c.want {
 			t.Errorf("ResponseBound(%d, %d, %d) = %d, want %d", c.floor, c.perDevice, c.devices, got, c.want)
 		}
+	}
+	// A saturated bound still lets a reader ask for one byte more: an answer is read, not
+	// taken for empty.
+	body := `{"one_time_keys":{}}`
+	if data, err := readLimited(strings.NewReader(body), ResponseBound(math.MaxInt64-1000, 2048, 50_000)); err != nil || string(data) != body {
+		t.Fatalf("readLimited under a saturated bound: %q, %v", data, err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -714,7 +715,7 @@ func isPublicIP(ip net.IP) bool {
 
 // readLimited reads all of rd if it is at most limit bytes.
 func readLimited(rd io.Reader, limit int64) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(rd, limit+1))
+	data, err := io.ReadAll(io.LimitReader(rd, min(limit, math.MaxInt64-1)+1)) // one byte more, without overflow
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -419,7 +420,7 @@ func readAnswer(resp *http.Response, limit int64) ([]byte, error) {
 	if resp.ContentLength > 0 {
 		buf.Grow(int(resp.ContentLength))
 	}
-	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1)); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, min(limit, math.MaxInt64-1)+1)); err != nil { // one byte more, without overflow
 		return nil, fmt.Errorf("reading the upstream answer: %w", err)
 	}
 	if int64(buf.Len()) > limit {
