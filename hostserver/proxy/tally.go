@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 
 	"github.com/keyclaim/keyclaim/core"
 )
@@ -10,8 +12,8 @@ import (
 // upstream's answer it dropped (see [Observation]). answer is the upstream's 2xx body that
 // [core.CompleteUpstream] accepted, so it is valid JSON; tally walks it once more with a
 // scanner that builds no tree and copies nothing but escaped keys, at a fraction of
-// completion's cost. Should
-// the walk meet anything unexpected, Dropped is 0 and Filled counts every device answered {}.
+// completion's cost. Should the walk meet anything unexpected, Dropped is 0 and Filled counts
+// every device answered {}.
 func tally(resp *core.ClaimResponse, answer []byte) (filled, dropped int) {
 	legacy := resp.Mode == core.ModeLegacy
 	for i := range resp.Users {
@@ -62,14 +64,13 @@ func (t *tallier) walk() bool {
 	})
 }
 
-// failed reports whether server is in the completed answer's failures.
+// failed reports whether server is in the completed answer's failures (sorted by server: a
+// search, as an answer may list thousands).
 func (t *tallier) failed(server []byte) bool {
-	for i := range t.resp.Failures {
-		if string(t.resp.Failures[i].Server) == string(server) {
-			return true
-		}
-	}
-	return false
+	_, ok := slices.BinarySearchFunc(t.resp.Failures, string(server), func(f core.ServerFailure, s string) int {
+		return strings.Compare(string(f.Server), s)
+	})
+	return ok
 }
 
 // user walks one member of one_time_keys.
