@@ -136,12 +136,11 @@ func threadBody(body []byte, st *Stats) ([]byte, error) {
 	}
 	out := append(make([]byte, 0, len(body)+16), body[:r.i]...)
 	var (
-		open     []bool // the open constructs: whether each is one of the dispatch blocks
-		loop     *dispatchLoop
-		pending  int  // dispatch blocks not yet opened
-		section  = -1 // S(section) is being read; -1 before the table
-		prev     [3]instr
-		threaded bool
+		open    []bool // the open constructs: whether each is one of the dispatch blocks
+		loop    *dispatchLoop
+		pending int  // dispatch blocks not yet opened
+		section = -1 // S(section) is being read; -1 before the table
+		prev    [3]instr
 	)
 	for r.i < len(body) {
 		in := instr{op: body[r.i], start: r.i}
@@ -154,7 +153,9 @@ func threadBody(body []byte, st *Stats) ([]byte, error) {
 		emitted := false
 		switch in.op {
 		case 0x02, 0x03, 0x04: // block, loop, if
-			if in.op == 0x03 && loop == nil {
+			// Go's dispatch loop has the empty block type: a br to its head passes no values, as
+			// a br to the end of a table block does not.
+			if in.op == 0x03 && loop == nil && body[in.start+1] == 0x40 {
 				if l := findDispatch(body, in.end); l != nil {
 					l.index = len(open)
 					loop, pending = l, l.blocks
@@ -178,7 +179,7 @@ func threadBody(body []byte, st *Stats) ([]byte, error) {
 				section = loop.index + loop.blocks - top
 			}
 			if loop != nil && top == loop.index {
-				loop, section = nil, -1 // Go emits one dispatch loop per function; stop here
+				loop, section = nil, -1 // out of the dispatch loop (Go emits one per function)
 			}
 			open = open[:top]
 		case 0x20: // local.get: the table's index, or the shortcut already there
@@ -186,11 +187,10 @@ func threadBody(body []byte, st *Stats) ([]byte, error) {
 				break
 			}
 			if prev[0].op == 0x20 && prev[1].op == 0x45 && prev[2].op == 0x0d && string(body[prev[2].start:prev[2].end]) == "\x0d\x00" {
-				threaded = true // local.get; i32.eqz; br_if 0 just before: already threaded
-				st.Already++
+				st.Already++ // local.get; i32.eqz; br_if 0 just before: already threaded
 				break
 			}
-			if loop.target(0) == 0 && !threaded {
+			if loop.target(0) == 0 {
 				out = append(out, body[in.start:in.end]...)
 				out = append(out, 0x45, 0x0d, 0x00) // i32.eqz; br_if 0
 				st.Entries++
