@@ -71,7 +71,7 @@ export class Keyclaim {
     const e = this.exports;
     let ptr = 0;
     if (bytes.length > 0) {
-      ptr = e.keyclaim_alloc(bytes.length);
+      ptr = e.keyclaim_alloc(bytes.length) >>> 0; // an i32 arrives signed: a pointer above 2 GiB would be negative
       if (ptr === 0) throw new KeyclaimError('M_TOO_LARGE', `input of ${bytes.length} bytes is above the module's limit`);
       new Uint8Array(e.memory.buffer, ptr, bytes.length).set(bytes);
     }

@@ -47,18 +47,30 @@ for (const file of files) {
         assert.equal(out, wantResult(v.expect));
       }
       if (v.op !== 'tracker_run') return;
-      // The same steps through a tracker handle (vectors README, "tracker_run vectors").
+      // The same steps through a tracker handle (vectors README, "tracker_run vectors"): each
+      // step's result is expect's item; for expect_error, the tracker cannot be created (and
+      // there is no step), or the last step fails with it and the others succeed.
       let handle;
       try {
         handle = k.trackerNew(v.input.config === undefined ? '' : JSON.stringify(v.input.config));
       } catch (err) {
         assert.ok('expect_error' in v, `trackerNew: ${err}`);
+        assert.equal(err.errcode, v.expect_error);
+        assert.equal(v.input.steps.length, 0, 'the tracker was refused, yet there are steps');
         return;
       }
       try {
-        v.input.steps.forEach((s, i) => {
+        const steps = v.input.steps;
+        if ('expect_error' in v) assert.ok(steps.length > 0, `no step to fail with ${v.expect_error}`);
+        steps.forEach((s, i) => {
           const stepOut = dec.decode(k.trackerStep(handle, s.op, JSON.stringify(s.input)));
-          if ('expect' in v) assert.equal(stepOut, wantResult(v.expect[i]), `step ${i}`);
+          if ('expect' in v) {
+            assert.equal(stepOut, wantResult(v.expect[i]), `step ${i}`);
+          } else if (i === steps.length - 1) {
+            checkError(stepOut, v.expect_error);
+          } else {
+            assert.ok(stepOut.startsWith('{"result":'), `step ${i} failed before the last: ${stepOut}`);
+          }
         });
       } finally {
         assert.ok(k.trackerFree(handle));
