@@ -53,8 +53,9 @@ test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-w
 	cd clienttest && npm ci --no-audit --no-fund
 	$(GO) test -tags realclient -count=1 ./clienttest/
 
-bench: wasm ## run the benchmarks (core, wasm host, engines, store, then the server load driver)
+bench: wasm ## run the benchmarks (core, wasm host, engines, store, the module on Node.js, then the server load driver)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/ ./hostserver/store/
+	cd bindings/node && node bench.mjs
 	$(MAKE) bench-server
 
 bench-server: build ## load-test dist/keyclaim-server on loopback (native and wasm engines)
