@@ -273,16 +273,7 @@ func localKey(text []byte) ([]byte, bool) {
 // fillRemotes judges the outcome of every remote server named in the request. A claim may name
 // tens of thousands of servers (BRIEF 2), so nothing here is quadratic in them.
 func (r *ClaimResponse) fillRemotes(own ServerName, outcome func(ServerName) (RemoteOutcome, bool)) {
-	var buf [4]ServerName
-	servers := buf[:0]
-	for i := range r.Users {
-		u := &r.Users[i]
-		if s := u.User.Server(); s != own && len(u.Devices) > 0 && (len(servers) == 0 || servers[len(servers)-1] != s) {
-			servers = append(servers, s)
-		}
-	}
-	slices.Sort(servers)
-	servers = slices.Compact(servers)
+	servers := r.serversOf(func(u *UserResult) bool { return len(u.Devices) > 0 && u.User.Server() != own })
 	var failed []ServerFailure
 	for _, s := range servers {
 		o, ok := outcome(s)
@@ -302,6 +293,19 @@ func (r *ClaimResponse) fillRemotes(own ServerName, outcome func(ServerName) (Re
 	// Marking the users of failed servers only now is safe: reading a server's answer looks at
 	// that server's users alone.
 	r.fail(failed...)
+}
+
+// serversOf returns the servers of the requested users that keep accepts, sorted, each once.
+func (r *ClaimResponse) serversOf(keep func(*UserResult) bool) []ServerName {
+	servers := make([]ServerName, 0, 4)
+	for i := range r.Users {
+		u := &r.Users[i]
+		if s := u.User.Server(); keep(u) && (len(servers) == 0 || servers[len(servers)-1] != s) {
+			servers = append(servers, s) // users of a server often come together: skip the repeats
+		}
+	}
+	slices.Sort(servers)
+	return slices.Compact(servers)
 }
 
 // fail records failures of servers, given in server order, each bounded (Failure.Bounded): the

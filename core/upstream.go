@@ -117,14 +117,7 @@ func (r *ClaimResponse) readClientAnswer(body []byte, notObject string, failure 
 // lookup for each.
 func (r *ClaimResponse) asksServer(server ServerName) bool {
 	if r.servers == nil {
-		r.servers = make([]ServerName, 0, 4)
-		for i := range r.Users {
-			if s := r.Users[i].User.Server(); len(r.servers) == 0 || r.servers[len(r.servers)-1] != s {
-				r.servers = append(r.servers, s)
-			}
-		}
-		slices.Sort(r.servers)
-		r.servers = slices.Compact(r.servers)
+		r.servers = r.serversOf(func(*UserResult) bool { return true })
 	}
 	_, ok := slices.BinarySearch(r.servers, server)
 	return ok
