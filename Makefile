@@ -14,7 +14,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-node test-client test-synapse bench bench-server run lint check fuzz clean
+.PHONY: help build wasm test test-go test-node test-python test-client test-synapse bench bench-server run lint check fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,7 +37,7 @@ $(EMBED): $(WASM)
 	@mkdir -p $(dir $@)
 	cp $(WASM) $@
 
-test: test-go test-node test-client test-synapse ## run every test: the Go suites, the vectors on Node.js, a real client's crypto library, a real Synapse
+test: test-go test-node test-python test-client test-synapse ## run every test: the Go suites, the vectors on Node.js and wasmtime, a real client's crypto library, a real Synapse
 	@echo "make test: every test passed"
 
 test-go: wasm ## the Go tests of every package, then the server suite through the wasm engine (starts PostgreSQL when it can)
@@ -48,6 +48,13 @@ test-go: wasm ## the Go tests of every package, then the server suite through th
 
 test-node: wasm ## the shared vectors through the module on Node.js (V8), with bindings/node's minimal host
 	cd bindings/node && node --test
+
+PYVENV := var/python-venv
+
+test-python: wasm ## the shared vectors through the module on wasmtime (Python), with bindings/python's minimal host
+	@test -x $(PYVENV)/bin/python || python3 -m venv $(PYVENV)
+	$(PYVENV)/bin/pip install -q -r bindings/python/requirements.txt
+	cd bindings/python && $(CURDIR)/$(PYVENV)/bin/python -m unittest -v test_vectors
 
 test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-wasm) against the server
 	cd clienttest && npm ci --no-audit --no-fund
