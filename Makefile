@@ -52,7 +52,7 @@ test-node: wasm ## the shared vectors through the module on Node.js (V8), with b
 PYVENV := var/python-venv
 
 test-python: wasm ## the shared vectors through the module on wasmtime (Python), with bindings/python's minimal host
-	@test -x $(PYVENV)/bin/python || python3 -m venv $(PYVENV)
+	@test -x $(PYVENV)/bin/pip || { rm -rf $(PYVENV) && python3 -m venv $(PYVENV); }
 	$(PYVENV)/bin/pip install -q -r bindings/python/requirements.txt
 	cd bindings/python && $(CURDIR)/$(PYVENV)/bin/python -m unittest -v test_vectors
 
