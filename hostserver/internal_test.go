@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -310,5 +311,40 @@ func TestRedact(t *testing.T) {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestWriteErrorAfterCommit: an error met while the answer was already being written (a client
+// that went away) is logged as an undelivered answer with the status sent, not as a failure of
+// the server, and nothing more is written; an error before the answer is still answered and, for
+// a 5xx, logged as a failure.
+func TestWriteErrorAfterCommit(t *testing.T) {
+	var logs bytes.Buffer
+	s := &Server{logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	e := echo.New()
+
+	rec := httptest.NewRecorder()
+	c := e.NewContext(httptest.NewRequest(http.MethodPost, "/_matrix/client/v3/keys/query", nil), rec)
+	if err := c.Blob(http.StatusOK, echo.MIMEApplicationJSON, []byte(`{"device_keys":`)); err != nil {
+		t.Fatal(err)
+	}
+	s.writeError(c, errors.New("write tcp: connection reset by peer"))
+	if got := rec.Body.String(); got != `{"device_keys":` {
+		t.Errorf("written after the commit: %q", got)
+	}
+	if out := logs.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, `msg="answer not delivered"`) ||
+		!strings.Contains(out, "status=200") || strings.Contains(out, "request failed") {
+		t.Errorf("log: %s", out)
+	}
+
+	logs.Reset()
+	rec = httptest.NewRecorder()
+	c = e.NewContext(httptest.NewRequest(http.MethodPost, "/_matrix/client/v3/keys/query", nil), rec)
+	s.writeError(c, errors.New("the store is down"))
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), `"errcode":"M_UNKNOWN"`) {
+		t.Errorf("answer: %d %s", rec.Code, rec.Body.String())
+	}
+	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, `msg="request failed"`) {
+		t.Errorf("log: %s", out)
 	}
 }

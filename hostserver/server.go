@@ -326,14 +326,19 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// writeError answers err as a Matrix error, logging the cause of 5xx answers.
+// writeError answers err as a Matrix error, logging the cause of 5xx answers. When the answer
+// was already being written, err is about writing it (typically a client that went away, such as
+// a remote server that gave up on a large answer): nothing more can be sent, and it is logged as
+// an undelivered answer with the status that was sent, not as a server failure.
 func (s *Server) writeError(c echo.Context, err error) {
+	if c.Response().Committed {
+		s.logger.Warn("answer not delivered", "method", c.Request().Method, "path", c.Request().URL.Path,
+			"status", c.Response().Status, "err", err)
+		return
+	}
 	status, merr := toHTTP(err)
 	if status >= 500 {
 		s.logger.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "err", err)
-	}
-	if c.Response().Committed {
-		return
 	}
 	_ = c.Blob(status, echo.MIMEApplicationJSON, merr.AppendJSON(nil))
 }
