@@ -36,7 +36,12 @@ type instance struct {
 
 	stack  []uint64 // reused by every CallWithStack: 3 slots, the most parameters of any export
 	broken bool     // a call failed inside wazero: the instance must not be used again
-	pooled bool     // the instance holds one of the pool's slots (false while a Tracker holds it)
+	// inPtr, inCap: an input buffer kept from call to call (ABI section 5 lets a host reuse
+	// one), so that an ordinary call costs two calls into the module (the operation and the
+	// free of its output) rather than four. Inputs above keptInputMax get a buffer of their own.
+	inPtr  uint32
+	inCap  int
+	pooled bool // the instance holds one of the pool's slots (false while a Tracker holds it)
 }
 
 // instantiate creates an instance, runs _initialize, and checks the ABI version and exports.
@@ -101,13 +106,32 @@ func exportName(fn api.Function) string {
 // withHandle, and returns a copy of the envelope it answers. Both buffers are freed.
 func (in *instance) call(ctx context.Context, fn api.Function, handle int32, withHandle bool, input []byte) ([]byte, error) {
 	var ptr uint32 // ptr 0 with length 0 is the empty input: no buffer needed
+	var own bool   // ptr is a buffer for this call alone, freed at its end
 	if len(input) > 0 {
-		in.stack[0] = uint64(len(input))
-		if err := in.invoke(ctx, in.alloc); err != nil {
-			return nil, err
-		}
-		if ptr = uint32(in.stack[0]); ptr == 0 {
-			return nil, tooLarge(len(input))
+		if len(input) <= in.inCap {
+			ptr = in.inPtr
+		} else {
+			size := len(input)
+			keep := size <= keptInputMax
+			if keep {
+				size = max(size, keptInputMin)
+				if err := in.freeBuffer(ctx, in.inPtr); err != nil { // the kept buffer is too small
+					return nil, err
+				}
+				in.inPtr, in.inCap = 0, 0
+			}
+			in.stack[0] = uint64(size)
+			if err := in.invoke(ctx, in.alloc); err != nil {
+				return nil, err
+			}
+			if ptr = uint32(in.stack[0]); ptr == 0 {
+				return nil, tooLarge(len(input))
+			}
+			if keep {
+				in.inPtr, in.inCap = ptr, size
+			} else {
+				own = true
+			}
 		}
 		if !in.mem.Write(ptr, input) {
 			in.broken = true
@@ -132,14 +156,30 @@ func (in *instance) call(ctx context.Context, fn api.Function, handle int32, wit
 		return nil, fmt.Errorf("keyclaimwasm: %s answered %d bytes at %d, outside memory", exportName(fn), outLen, outPtr)
 	}
 	out := bytes.Clone(view) // the view aliases guest memory, which the next call reuses
-	for _, p := range [2]uint32{ptr, outPtr} {
-		if p == 0 {
-			continue
-		}
-		in.stack[0] = uint64(p)
-		if err := in.invoke(ctx, in.free); err != nil {
+	if err := in.freeBuffer(ctx, outPtr); err != nil {
+		return nil, err
+	}
+	if own {
+		if err := in.freeBuffer(ctx, ptr); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// The input buffer an instance keeps: at least keptInputMin bytes, and none for inputs above
+// keptInputMax (a large input's buffer is freed after its call, so that one large call does not
+// pin its size in every instance).
+const (
+	keptInputMin = 4 << 10
+	keptInputMax = 256 << 10
+)
+
+// freeBuffer passes p to keyclaim_free; 0 is no buffer.
+func (in *instance) freeBuffer(ctx context.Context, p uint32) error {
+	if p == 0 {
+		return nil
+	}
+	in.stack[0] = uint64(p)
+	return in.invoke(ctx, in.free)
 }

@@ -747,3 +747,28 @@ func TestInterface(t *testing.T) {
 		t.Errorf("the module must export exactly one memory, \"memory\": %v", mems)
 	}
 }
+
+// TestInputBufferReuse: an instance keeps one input buffer between calls (inputs up to
+// keptInputMax) and gives larger inputs a buffer of their own; answers stay those of the native
+// core whatever the order of sizes, and a kept buffer that is too small is replaced.
+func TestInputBufferReuse(t *testing.T) {
+	ctx := context.Background()
+	m, err := New(ctx, Config{PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	small, medium, large := benchInput("complete_client", 1), benchInput("complete_client", 100), benchInput("complete_client", 1000)
+	if len(small) > keptInputMin || len(medium) <= keptInputMin || len(medium) > keptInputMax || len(large) <= keptInputMax {
+		t.Fatalf("sizes %d, %d, %d do not cover the cases", len(small), len(medium), len(large))
+	}
+	for i, input := range [][]byte{small, large, small, medium, large, medium, small, []byte(`{}`), nil, small} {
+		got, err := m.Invoke(ctx, "complete_client", input)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if want := native("complete_client", input); !bytes.Equal(got, want) {
+			t.Fatalf("call %d (%d bytes): module and native differ:\n%.300s\n%.300s", i, len(input), got, want)
+		}
+	}
+}
