@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Go's WebAssembly backend compiles every function with resume points (any function that calls
@@ -308,42 +309,36 @@ func (r *reader) u32() uint32 {
 	return v
 }
 
-func (r *reader) u32v() (uint32, error) {
-	var v uint64
-	for shift := 0; shift < 35; shift += 7 {
+// leb reads an LEB128 integer of at most maxBytes bytes: its bits, and how many bits were read.
+func (r *reader) leb(maxBytes int) (v uint64, bits int, err error) {
+	for n := 0; n < maxBytes; n++ {
 		if r.i >= len(r.b) {
-			return 0, errTruncated
+			return 0, 0, errTruncated
 		}
 		c := r.b[r.i]
 		r.i++
-		v |= uint64(c&0x7f) << shift
+		v |= uint64(c&0x7f) << (7 * n)
 		if c < 0x80 {
-			if v > 1<<32-1 {
-				return 0, errors.New("integer too large")
-			}
-			return uint32(v), nil
+			return v, 7 * (n + 1), nil
 		}
 	}
-	return 0, errors.New("integer too long")
+	return 0, 0, errors.New("integer too long")
+}
+
+func (r *reader) u32v() (uint32, error) {
+	v, _, err := r.leb(5)
+	if err == nil && v > math.MaxUint32 {
+		return 0, errors.New("integer too large")
+	}
+	return uint32(v), err
 }
 
 func (r *reader) s64v() (int64, error) {
-	var v int64
-	for shift := 0; shift < 70; shift += 7 {
-		if r.i >= len(r.b) {
-			return 0, errTruncated
-		}
-		c := r.b[r.i]
-		r.i++
-		v |= int64(c&0x7f) << shift
-		if c < 0x80 {
-			if shift+7 < 64 && c&0x40 != 0 {
-				v |= -1 << (shift + 7)
-			}
-			return v, nil
-		}
+	v, bits, err := r.leb(10)
+	if err == nil && bits < 64 && v>>(bits-1)&1 != 0 {
+		v |= ^uint64(0) << bits // sign-extend from the last byte's 0x40
 	}
-	return 0, errors.New("integer too long")
+	return int64(v), err
 }
 
 func (r *reader) s64() {
