@@ -29,8 +29,9 @@ wasm: $(WASM) $(EMBED) ## build the WebAssembly module dist/keyclaim.wasm
 
 $(WASM): $(WASMSRC) go.mod
 	@mkdir -p $(DIST)
-	$(WASMBUILD) -o $@ ./wasm
-	$(JUMPTHREAD) $@ $@
+	$(WASMBUILD) -o $@.plain ./wasm
+	$(JUMPTHREAD) $@.plain $@
+	@rm -f $@.plain
 	@ls -l $@ | awk '{print "built " $$9 " (" $$5 " bytes)"}'
 
 $(EMBED): $(WASM)
