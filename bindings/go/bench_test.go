@@ -152,11 +152,7 @@ func TestBenchInputsSucceed(t *testing.T) {
 // devices (sub-benchmarks .../native and .../wasm, adjacent).
 func BenchmarkOps(b *testing.B) {
 	ctx := context.Background()
-	m, err := New(ctx, Config{PoolSize: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close(ctx)
+	m := newTestModule(b)
 	for _, op := range Operations() {
 		for _, n := range []int{1, 100, 1000} {
 			input := benchInput(op, n)
@@ -186,11 +182,7 @@ func BenchmarkOps(b *testing.B) {
 // trustworthy than the ratio of two benchmarks run at different moments.
 func BenchmarkInterleaved(b *testing.B) {
 	ctx := context.Background()
-	m, err := New(ctx, Config{PoolSize: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close(ctx)
+	m := newTestModule(b)
 	for _, op := range Operations() {
 		for _, n := range []int{1, 100, 1000} {
 			input := benchInput(op, n)
@@ -286,11 +278,7 @@ func BenchmarkCompile(b *testing.B) {
 // memory of a fresh instance and of one after a call of every operation.
 func BenchmarkInstantiate(b *testing.B) {
 	ctx := context.Background()
-	m, err := New(ctx, Config{PoolSize: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close(ctx)
+	m := newTestModule(b)
 	var fresh uint32
 	c0, _ := cpuTime()
 	for b.Loop() {

@@ -118,3 +118,15 @@ func mustEqual(t testing.TB, what string, got, want []byte) {
 		t.Errorf("%s: module and native differ\nmodule: %s\nnative: %s", what, got, want)
 	}
 }
+
+// newTestModule is a Module with one instance, closed when the test or benchmark ends.
+func newTestModule(tb testing.TB) *Module {
+	tb.Helper()
+	ctx := context.Background()
+	m, err := New(ctx, Config{PoolSize: 1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { m.Close(ctx) })
+	return m
+}

@@ -300,11 +300,7 @@ func TestBadPointers(t *testing.T) {
 // envelope equal to the native one, and no instance may be discarded.
 func TestBadInputNeverTraps(t *testing.T) {
 	ctx := context.Background()
-	m, err := New(ctx, Config{PoolSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(ctx)
+	m := newTestModule(t)
 	inputs := []string{
 		"", " ", "null", "nope", "\xff\xfe", "{", "}", "[]", `{"body":1}`, `{"body":"\u0000"}`,
 		`{"body":"\ud800"}`, `{"request":{"one_time_keys":{"@a:b":{"D":"x"}}},"body":"\xff"}`,
@@ -597,11 +593,7 @@ func TestRecycle(t *testing.T) {
 // TestSoak makes many calls on one instance and requires its memory to stay flat.
 func TestSoak(t *testing.T) {
 	ctx := context.Background()
-	m, err := New(ctx, Config{PoolSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(ctx)
+	m := newTestModule(t)
 	calls := 20_000
 	if testing.Short() {
 		calls = 2_000
@@ -753,11 +745,7 @@ func TestInterface(t *testing.T) {
 // core whatever the order of sizes, and a kept buffer that is too small is replaced.
 func TestInputBufferReuse(t *testing.T) {
 	ctx := context.Background()
-	m, err := New(ctx, Config{PoolSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(ctx)
+	m := newTestModule(t)
 	small, medium, large := benchInput("complete_client", 1), benchInput("complete_client", 100), benchInput("complete_client", 1000)
 	if len(small) > keptInputMin || len(medium) <= keptInputMin || len(medium) > keptInputMax || len(large) <= keptInputMax {
 		t.Fatalf("sizes %d, %d, %d do not cover the cases", len(small), len(medium), len(large))
