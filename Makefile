@@ -54,7 +54,7 @@ PYVENV := var/python-venv
 PYTOOLS := var/python-tools
 PYDIST := var/python-dist
 PYRUN := var/python-run
-PYSRC := $(shell find bindings/python -name '*.py' -o -name '*.toml' -o -name py.typed -o -name README.md 2>/dev/null | grep -v /tests/)
+PYSRC := $(shell find bindings/python/src 2>/dev/null) bindings/python/pyproject.toml bindings/python/hatch_build.py bindings/python/README.md
 PYWHEEL := $(PYDIST)/keyclaim-0.1.0-py3-none-any.whl
 
 # The build tools (build, hatchling) in their own venv, installed once.
@@ -80,7 +80,7 @@ test-python: wasm $(PYVENV)/.installed ## the Python package: wheel built and in
 	@mkdir -p $(PYRUN)
 	cd $(PYRUN) && $(CURDIR)/$(PYVENV)/bin/mypy --strict --python-version 3.10 --cache-dir .mypy_cache -p keyclaim
 	cd $(PYRUN) && $(CURDIR)/$(PYVENV)/bin/mypy --strict --python-version 3.10 --cache-dir .mypy_cache \
-		$(CURDIR)/bindings/python/examples/*.py $(CURDIR)/bindings/python/bench.py
+		$(CURDIR)/bindings/python/examples/*.py $(CURDIR)/bindings/python/bench.py $(CURDIR)/bindings/python/tests/*.py
 	cd $(PYRUN) && $(CURDIR)/$(PYVENV)/bin/python -m pytest -q -p no:cacheprovider $(CURDIR)/bindings/python/tests
 
 bench-python: wasm $(PYVENV)/.installed ## complete_client through the Python package: typed API vs raw invoke

@@ -132,7 +132,7 @@ def test_lone_surrogate_in_a_dict_input(engine: keyclaim.Engine) -> None:
     raw = json.loads(engine.invoke("plan_fanout", encode(data)))
     assert raw["errcode"] == "M_NOT_JSON", raw
     with pytest.raises(keyclaim.KeyclaimError) as info:
-        engine.plan_fanout(data)  # type: ignore[arg-type]
+        engine.plan_fanout(data)
     assert info.value.to_json() == raw
     # a JSON str holding one is ill-formed UTF-8 at the module: M_NOT_JSON, as from a network
     with pytest.raises(keyclaim.KeyclaimError) as info:
@@ -226,7 +226,7 @@ def test_tracker_lifecycle(engine: keyclaim.Engine) -> None:
         assert engine.stats().trackers == before + 1
         assert not t.closed
         plan = t.plan({"now_ms": 0, "request": REQ})
-        assert plan == {"deferred": {}, "one_time_keys": REQ["one_time_keys"]}
+        assert dict(plan) == {"deferred": {}, "one_time_keys": REQ["one_time_keys"]}
         seen = t.observe({"now_ms": 1, "request": REQ, "body": {"one_time_keys": {}, "failures": {
             "remote.example": {"status": 504, "message": "timed out"}}}})
         assert seen["tracked"] == 2
@@ -324,3 +324,18 @@ def test_engine_context_manager() -> None:
         assert e.invoke("parse_claim", SMALL) == SMALL_WANT
     with pytest.raises(keyclaim.EngineClosedError):
         e.parse_claim(SMALL)
+
+
+def test_numbers_in_keys_exact(engine: keyclaim.Engine) -> None:
+    """A key object's numbers come back as the module wrote them: an integer beyond 64 bits is
+    an exact int in the typed result, as in the raw envelope."""
+    big = 123456789012345678901234567890
+    data = {"server_name": "example.org", "request": {"one_time_keys": {
+        "@a:example.org": {"D": "signed_curve25519"}}},
+        "local": {"@a:example.org": {"D": {"signed_curve25519:A": {"key": "k", "n": big, "m": -7}}}}}
+    raw = engine.invoke("complete_client", encode(data))
+    assert b'"n":123456789012345678901234567890' in raw
+    got = engine.complete_client(data)
+    key = got["one_time_keys"]["@a:example.org"]["D"]["signed_curve25519:A"]
+    assert key == {"key": "k", "m": -7, "n": big} and isinstance(key, dict) and type(key["n"]) is int
+    assert ('{"result":' + canonical(got) + "}").encode() == raw

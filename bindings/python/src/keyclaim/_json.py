@@ -7,20 +7,39 @@ import base64
 import json
 from typing import Any, Mapping
 
+import orjson
+
 from ._errors import KeyclaimError
 
 _PREFIX = b'{"result":'
 _dumps_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
+# orjson reads an integer beyond 64 bits as a float; the module keeps such numbers (inside a key
+# object) as written, so an answer with a run of 20 digits anywhere is read by json instead.
+_DIGITS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_NUMBER = b"0" * 20
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON in UTF-8. A str holding a lone surrogate (which UTF-8 cannot carry) is
-    written as a \\u escape, so every Python str reaches the module unchanged."""
+    """Compact JSON in UTF-8 (orjson, several times faster than json for large inputs). What
+    orjson refuses is left to json: a str holding a lone surrogate (which UTF-8 cannot carry) is
+    written as a \\u escape, so every Python str reaches the module unchanged; an integer beyond
+    64 bits is written exactly; a non-str key is converted as json does."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        pass
     try:
         return _dumps_utf8(value).encode("utf-8")
     except UnicodeEncodeError:
         return _dumps_ascii(value).encode("ascii")
+
+
+def loads(doc: bytes) -> Any:
+    """Parses the module's canonical JSON: orjson, or json where orjson would lose a number."""
+    if _LONG_NUMBER in doc.translate(_DIGITS):
+        return json.loads(doc)
+    return orjson.loads(doc)
 
 
 def _body(member: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -41,7 +60,7 @@ def _body(member: Mapping[str, Any]) -> Mapping[str, Any]:
                 del out["body"]
                 out["body_base64"] = base64.b64encode(raw).decode("ascii")
     else:
-        out["body"] = _dumps_utf8(body)
+        out["body"] = dumps(body).decode("utf-8")
     return out
 
 
@@ -95,6 +114,6 @@ def result(envelope: bytes) -> Any:
     """The parsed result of an envelope, or KeyclaimError for an error envelope."""
     if envelope.startswith(_PREFIX):
         # canonical JSON with one member: the result is everything between prefix and "}"
-        return json.loads(envelope[len(_PREFIX):-1])
+        return loads(envelope[len(_PREFIX):-1])
     v = json.loads(envelope)
     raise KeyclaimError(v["errcode"], v["error"])
