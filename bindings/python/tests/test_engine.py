@@ -355,3 +355,30 @@ def test_memory_flat_over_many_calls() -> None:
     after = e._idle[0].memory_size()
     assert e.stats().created == 1
     assert after <= before + (1 << 20), (before, after)
+
+
+def test_unclosed_tracker_is_dropped_with_a_warning() -> None:
+    e = keyclaim.Engine(module_arg(), pool_size=1)
+    t = e.tracker()
+    assert e.stats().trackers == 1
+    with pytest.warns(ResourceWarning, match="unclosed keyclaim Tracker"):
+        del t
+        import gc
+        gc.collect()
+    assert e.stats().trackers == 0
+    assert e.invoke("parse_claim", SMALL) == SMALL_WANT
+
+
+def test_asyncio_to_thread() -> None:
+    """The README's asyncio pattern: calls run in threads, concurrently, with the right answers."""
+    import asyncio
+
+    e = keyclaim.Engine(module_arg(), pool_size=2)
+    inputs = [{"server_name": "example.org", "request": {"one_time_keys": {
+        f"@u{k}:example.org": {"D": "signed_curve25519"}}}} for k in range(20)]
+
+    async def main() -> List[Any]:
+        return list(await asyncio.gather(*(asyncio.to_thread(e.complete_federation, x) for x in inputs)))
+
+    got = asyncio.run(main())
+    assert got == [{"one_time_keys": {f"@u{k}:example.org": {"D": {}}}} for k in range(20)]

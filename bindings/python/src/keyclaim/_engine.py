@@ -7,6 +7,7 @@ import ctypes
 import hashlib
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union, cast
 
@@ -258,7 +259,8 @@ class Engine:
         self._max_memory = max_memory_mib << 20
         self._recycle = recycle_memory_mib << 20
         self._guest_stderr = guest_stderr
-        self._cond = threading.Condition(threading.Lock())
+        # re-entrant: Tracker.__del__ may run (garbage collection) while this thread holds it
+        self._cond = threading.Condition(threading.RLock())
         self._idle: List[_Instance] = []
         self._live = 0  # pooled instances, idle or busy
         self._closed = False
@@ -340,6 +342,11 @@ class Engine:
             self._trackers -= 1
         if inst is not None:
             self._release(inst)
+
+    def _drop_pinned(self) -> None:
+        """A Tracker was garbage-collected unclosed: its instance (and tracker) just go away."""
+        with self._cond:
+            self._trackers -= 1
 
     def stats(self) -> Stats:
         with self._cond:
@@ -499,6 +506,14 @@ class Tracker:
             self._engine._unpin(inst)
 
     free = close
+
+    def __del__(self) -> None:
+        # Not closed: drop the instance with the tracker in it (never back to the pool, and no
+        # call into it from the garbage collector), and say so, as an unclosed file does.
+        if getattr(self, "_inst", None) is not None:
+            self._inst = None
+            self._engine._drop_pinned()
+            warnings.warn(f"unclosed keyclaim Tracker {self._handle}", ResourceWarning, stacklevel=1)
 
     def __enter__(self) -> Tracker:
         return self
