@@ -382,3 +382,38 @@ def test_asyncio_to_thread() -> None:
 
     got = asyncio.run(main())
     assert got == [{"one_time_keys": {f"@u{k}:example.org": {"D": {}}}} for k in range(20)]
+
+
+def test_export_of_the_wrong_type_refused() -> None:
+    """Every export's type is checked against ABI section 4 before the first call."""
+    funcs = ['(func (export "_initialize"))',
+             '(func (export "keyclaim_abi_version") (result i32) i32.const 1)',
+             '(func (export "keyclaim_alloc") (param i64) (result i32) i32.const 0)',
+             '(func (export "keyclaim_free") (param i32))',
+             '(func (export "keyclaim_tracker_new") (param i32 i32) (result i64) i64.const 0)',
+             '(func (export "keyclaim_tracker_plan") (param i32 i32 i32) (result i64) i64.const 0)',
+             '(func (export "keyclaim_tracker_observe") (param i32 i32 i32) (result i64) i64.const 0)',
+             '(func (export "keyclaim_tracker_free") (param i32) (result i32) i32.const 0)']
+    funcs += [f'(func (export "keyclaim_{op}") (param i32 i32) (result i64) i64.const 0)'
+              for op in keyclaim.OPERATIONS]
+    wat = '(module (memory (export "memory") 1) ' + " ".join(funcs) + ")"
+    with pytest.raises(keyclaim.ModuleError, match="keyclaim_alloc has type"):
+        keyclaim.Engine(wasmtime.wat2wasm(wat))
+
+
+def test_public_wasmtime_path_answers_the_same(engine: keyclaim.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls go straight to wasmtime's C API where wasmtime-py's internals allow it, else through
+    its public API: both answer every vector identically, and both survive a trap."""
+    from keyclaim import _engine
+
+    monkeypatch.setattr(_engine, "_FAST", False)
+    public = keyclaim.Engine(module_arg(), pool_size=1, max_memory_mib=24)
+    for v in load_vectors():
+        data = encode(v["input"])
+        assert public.invoke(v["op"], data) == engine.invoke(v["op"], data), v["id"]
+    with public.tracker() as t:
+        assert t.plan({"now_ms": 0, "request": REQ})["one_time_keys"] == REQ["one_time_keys"]
+    with pytest.raises(keyclaim.TrapError):
+        public.invoke("parse_claim", encode({"limits": {"max_body_bytes": 67108864, "max_pairs": 10000000},
+                                             "body": big_claim_body(200_000)}))
+    assert public.invoke("parse_claim", SMALL) == SMALL_WANT

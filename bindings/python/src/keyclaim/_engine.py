@@ -49,6 +49,75 @@ Input = Union[Mapping[str, Any], str, bytes, bytearray, memoryview]
 # which the Go runtime does when it dies (out of memory).
 _WASM_FAILURES = (wasmtime.Trap, wasmtime.WasmtimeError)
 
+# The direct path into wasmtime's C API. wasmtime-py's Func.__call__ looks the function's type up,
+# converts each argument and allocates on every call: about 30 µs, a third of a small operation.
+# Our exports' types are fixed by the ABI and checked once per instance (_check_type), so a call
+# can go straight to wasmtime_func_call_unchecked with an argument array kept per function. This
+# uses wasmtime-py's internals (its _ffi module, Func._func, Store._context), which is why the
+# dependency is pinned to one major version; without them the public API is used.
+try:
+    from wasmtime import _ffi as _wffi
+
+    _call_unchecked: Any = _wffi.wasmtime_func_call_unchecked
+    _ValRaw: Any = _wffi.wasmtime_val_raw
+    _TrapPtr: Any = ctypes.POINTER(_wffi.wasm_trap_t)
+    _memory_data: Any = _wffi.wasmtime_memory_data
+    _memory_size: Any = _wffi.wasmtime_memory_data_size
+    _FAST = True
+except (ImportError, AttributeError):  # pragma: no cover - another wasmtime-py
+    _FAST = False
+
+# The ABI's export types (ABI section 4): parameters and result.
+_SIGNATURES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
+    "keyclaim_alloc": (("i32",), ("i32",)),
+    "keyclaim_free": (("i32",), ()),
+    "keyclaim_tracker_new": (("i32", "i32"), ("i64",)),
+    "keyclaim_tracker_plan": (("i32", "i32", "i32"), ("i64",)),
+    "keyclaim_tracker_observe": (("i32", "i32", "i32"), ("i64",)),
+    "keyclaim_tracker_free": (("i32",), ("i32",)),
+    **{"keyclaim_" + op: (("i32", "i32"), ("i64",)) for op in OPERATIONS},
+}
+
+#: A bound export: integer arguments in, its integer result (0 when it has none) out.
+_Call = Callable[..., int]
+
+
+def _bind(store: wasmtime.Store, name: str, func: wasmtime.Func) -> _Call:
+    """func as a _Call, after checking its type against the ABI."""
+    params, results = _SIGNATURES[name]
+    ty = func.type(store)
+    got = (tuple(str(t) for t in ty.params), tuple(str(t) for t in ty.results))
+    if got != (params, results):
+        raise ModuleError(f"keyclaim: the module's {name} has type {got[0]} -> {got[1]}, the ABI "
+                          f"says {params} -> {results}")
+    i64 = results == ("i64",)
+    if not _FAST:
+        def public(*args: int) -> int:
+            r = func(store, *args)
+            return int(r) if r is not None else 0
+        return public
+    try:
+        ctx = store._context()
+        fref = ctypes.byref(func._func)
+    except AttributeError:  # pragma: no cover - another wasmtime-py
+        return lambda *args: int(func(store, *args) or 0)
+    vals = (_ValRaw * max(len(params), len(results)))()
+    n = len(vals)
+
+    def direct(*args: int) -> int:
+        for i, a in enumerate(args):
+            vals[i].i32 = a  # ctypes stores the low 32 bits: a pointer above 2 GiB is fine
+        trap = _TrapPtr()
+        err = _call_unchecked(ctx, fref, vals, n, ctypes.byref(trap))
+        if err:
+            raise wasmtime.WasmtimeError._from_ptr(err)  # ExitTrap when the guest exited
+        if trap:
+            raise wasmtime.Trap._from_ptr(trap)
+        return int(vals[0].i64 if i64 else vals[0].i32) if results else 0
+
+    direct.__wrapped__ = func  # type: ignore[attr-defined]
+    return direct
+
 
 class _Compiled:
     """A module compiled once: the wasmtime Engine, Module and a pre-linked instance factory."""
@@ -126,35 +195,46 @@ class _Instance:
             raise ModuleError("keyclaim: the module's memory export is not a memory")
         self.store = store
         self.memory = mem
-        fn: Callable[[str], Any] = lambda name: exports[name]
+
+        def fn(name: str) -> _Call:
+            f = exports[name]
+            if not isinstance(f, wasmtime.Func):
+                raise ModuleError(f"keyclaim: the module's {name} is not a function")
+            return _bind(store, name, f)
+
         self.alloc = fn("keyclaim_alloc")
         self.free = fn("keyclaim_free")
-        self.ops: Dict[str, Any] = {op: fn("keyclaim_" + op) for op in OPERATIONS}
+        self.ops: Dict[str, _Call] = {op: fn("keyclaim_" + op) for op in OPERATIONS}
         self.tracker_new = fn("keyclaim_tracker_new")
-        self.tracker_steps: Dict[str, Any] = {
+        self.tracker_steps: Dict[str, _Call] = {
             "plan": fn("keyclaim_tracker_plan"), "observe": fn("keyclaim_tracker_observe")}
         self.tracker_free = fn("keyclaim_tracker_free")
+        # The memory's size and address, asked anew after every call: a call may grow (and so
+        # move) the memory.
+        self._size: Callable[[], int] = lambda: int(mem.data_len(store))
+        self._addr: Callable[[], int] = lambda: ctypes.addressof(mem.data_ptr(store).contents)
+        if _FAST:
+            ctx, mref = store._context(), ctypes.byref(mem._memory)
+            self._size = lambda: int(_memory_size(ctx, mref))
+            self._addr = lambda: ctypes.cast(_memory_data(ctx, mref), ctypes.c_void_p).value or 0
         self.buf = 0  # the kept input buffer (a pointer) and its size
         self.buf_cap = 0
         self.broken = False
         self.pooled = False
 
     def memory_size(self) -> int:
-        return int(self.memory.data_len(self.store))
+        return self._size()
 
     def _base(self) -> int:
-        # The address of guest memory, taken anew after every call: a call may grow (and so
-        # move) the memory.
-        return ctypes.addressof(self.memory.data_ptr(self.store).contents)
+        return self._addr()
 
-    def call(self, fn: Any, args: Tuple[int, ...], data: bytes) -> bytes:
+    def call(self, fn: _Call, args: Tuple[int, ...], data: bytes) -> bytes:
         """ABI section 5: write data into a buffer, call fn(*args, ptr, len), split the i64
         result as unsigned, copy the output out, free it. A trap breaks the instance."""
         n = len(data)
         if n > MAX_INPUT_BYTES:
             raise KeyclaimError("M_TOO_LARGE", f"input of {n} bytes exceeds the module's limit "
                                                f"of {MAX_INPUT_BYTES} bytes")
-        store = self.store
         try:
             ptr, temp = 0, False
             if n:
@@ -164,10 +244,10 @@ class _Instance:
                     size = n
                     if n <= _KEEP_INPUT:
                         if self.buf:
-                            self.free(store, self.buf)
+                            self.free(self.buf)
                             self.buf = self.buf_cap = 0
                         size = min(max(4096, 1 << (n - 1).bit_length()), _KEEP_INPUT)
-                    ptr = self.alloc(store, size) & _U32  # an i32 arrives signed
+                    ptr = self.alloc(size) & _U32  # an i32 arrives signed
                     if ptr == 0:
                         raise KeyclaimError("M_TOO_LARGE", f"the module refused a buffer of "
                                                            f"{size} bytes")
@@ -178,14 +258,14 @@ class _Instance:
                 if ptr + n > self.memory_size():
                     raise TrapError(f"keyclaim_alloc returned a buffer outside memory: {ptr}")
                 ctypes.memmove(self._base() + ptr, data, n)
-            r = fn(store, *args, ptr, n) & _U64  # an i64 arrives signed
+            r = fn(*args, ptr, n) & _U64  # an i64 arrives signed
             out_ptr, out_len = r >> 32, r & _U32
             if out_ptr + out_len > self.memory_size():
                 raise TrapError(f"the module answered a buffer outside memory: {out_ptr}+{out_len}")
             out = ctypes.string_at(self._base() + out_ptr, out_len)  # a copy
-            self.free(store, out_ptr)
+            self.free(out_ptr)
             if temp:
-                self.free(store, ptr)
+                self.free(ptr)
             return out
         except _WASM_FAILURES as e:
             self.broken = True
@@ -500,7 +580,7 @@ class Tracker:
                     self._lost = False  # counted out of the engine when it was lost
                 return
             try:
-                inst.tracker_free(inst.store, self._handle)
+                inst.tracker_free(self._handle)
             except _WASM_FAILURES:
                 inst.broken = True
             self._engine._unpin(inst)
