@@ -434,7 +434,8 @@ class Engine:
                          created=self._created, recycled=self._recycled)
 
     def close(self) -> None:
-        """Drops every idle instance; later calls raise EngineClosedError. Calls in flight finish."""
+        """Drops every idle instance; later calls raise EngineClosedError. Calls in flight finish;
+        open Trackers keep their instance until they are closed."""
         with self._cond:
             self._closed = True
             self._live -= len(self._idle)
