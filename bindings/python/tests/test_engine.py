@@ -417,3 +417,22 @@ def test_public_wasmtime_path_answers_the_same(engine: keyclaim.Engine, monkeypa
         public.invoke("parse_claim", encode({"limits": {"max_body_bytes": 67108864, "max_pairs": 10000000},
                                              "body": big_claim_body(200_000)}))
     assert public.invoke("parse_claim", SMALL) == SMALL_WANT
+
+
+def test_one_tracker_many_threads(engine: keyclaim.Engine) -> None:
+    """A Tracker's methods are thread-safe: observe calls from many threads at once all land
+    (each one's device is remembered), then plan sees every one of them backed off."""
+    users = [f"@u{k}:example.org" for k in range(24)]
+    with engine.tracker({"server_name": "example.org"}) as t:
+        def observe(user: str) -> None:
+            t.observe({"now_ms": 0, "request": {"one_time_keys": {user: {"D": "signed_curve25519"}}},
+                       "body": b'{"one_time_keys":{}}'})
+
+        pool = [threading.Thread(target=observe, args=(u,)) for u in users]
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+        plan = t.plan({"now_ms": 1, "request": {"one_time_keys": {u: {"D": "signed_curve25519"} for u in users}}})
+    assert plan["one_time_keys"] == {}
+    assert plan["deferred"] == {u: {"D": 15000} for u in users}
