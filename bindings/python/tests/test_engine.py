@@ -436,3 +436,33 @@ def test_one_tracker_many_threads(engine: keyclaim.Engine) -> None:
         plan = t.plan({"now_ms": 1, "request": {"one_time_keys": {u: {"D": "signed_curve25519"} for u in users}}})
     assert plan["one_time_keys"] == {}
     assert plan["deferred"] == {u: {"D": 15000} for u in users}
+
+
+def test_pointers_above_2_gib_read_unsigned() -> None:
+    """An i32 pointer and an i64 result with the top bit set arrive as negative ints from
+    wasmtime; the host must read them unsigned. A stand-in module (not keyclaim: a WAT module
+    with the ABI's exports) puts its buffers above 2 GiB and answers from there."""
+    funcs = ['(func (export "_initialize"))',
+             '(func (export "keyclaim_abi_version") (result i32) i32.const 1)',
+             '(func (export "keyclaim_alloc") (param i32) (result i32) i32.const 0x80000100)',
+             '(func (export "keyclaim_free") (param i32))',
+             '(func (export "keyclaim_tracker_new") (param i32 i32) (result i64) i64.const 0x8000000000000011)',
+             '(func (export "keyclaim_tracker_plan") (param i32 i32 i32) (result i64) i64.const 0x8000000000000011)',
+             '(func (export "keyclaim_tracker_observe") (param i32 i32 i32) (result i64) i64.const 0x8000000000000011)',
+             '(func (export "keyclaim_tracker_free") (param i32) (result i32) i32.const 0)']
+    # parse_claim echoes its input's length into the answer's last byte, to show the input went
+    # to the pointer alloc gave (read unsigned) and was read back from there.
+    funcs += [f'(func (export "keyclaim_{op}") (param i32 i32) (result i64) i64.const 0x8000000000000011)'
+              for op in keyclaim.OPERATIONS if op != "parse_claim"]
+    funcs.append('(func (export "keyclaim_parse_claim") (param i32 i32) (result i64) '
+                 '(i32.store8 (i32.const 0x8000000e) (i32.load8_u (local.get 0))) '
+                 'i64.const 0x8000000000000011)')
+    wat = ('(module (memory (export "memory") 32770) '
+           '(data (i32.const 0x80000000) "{\\"result\\":\\"high\\"}") ' + " ".join(funcs) + ")")
+    e = keyclaim.Engine(wasmtime.wat2wasm(wat), pool_size=1, max_memory_mib=4096)
+    assert e.invoke("plan_fanout", "{}") == b'{"result":"high"}'
+    assert e.invoke("parse_claim", "X") == b'{"result":"higX"}'  # the input's byte, read back
+    with pytest.raises(keyclaim.ModuleError, match="no tracker handle"):
+        e.tracker()  # tracker_new answered {"result":"high"}
+    assert e.stats().trackers == 0
+    assert e.invoke("plan_fanout", "{}") == b'{"result":"high"}'

@@ -525,7 +525,10 @@ class Tracker:
         inst = engine._pin()
         try:
             env = inst.call(inst.tracker_new, (), raw)
-            handle = _json.result(env)["handle"]
+            res = _json.result(env)
+            handle = res.get("handle") if isinstance(res, dict) else None
+            if not isinstance(handle, int) or handle < 1:
+                raise ModuleError(f"keyclaim: keyclaim_tracker_new answered no tracker handle: {env[:200]!r}")
         except BaseException:
             engine._unpin(inst)
             raise
