@@ -466,3 +466,28 @@ def test_pointers_above_2_gib_read_unsigned() -> None:
         e.tracker()  # tracker_new answered {"result":"high"}
     assert e.stats().trackers == 0
     assert e.invoke("plan_fanout", "{}") == b'{"result":"high"}'
+
+
+def test_every_buffer_freed() -> None:
+    """The host frees every output and every input buffer except the one it keeps for reuse. A
+    stand-in module (WAT, the ABI's exports) counts live buffers at address 0: alloc and each
+    answer add one, free takes one away."""
+    inc = "(i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))"
+    answer = f"{inc} i64.const 0x0000020000000002"  # out_ptr 512, 2 bytes: {{}}
+    funcs = ['(func (export "_initialize"))',
+             '(func (export "keyclaim_abi_version") (result i32) i32.const 1)',
+             f'(func (export "keyclaim_alloc") (param i32) (result i32) {inc} i32.const 1024)',
+             '(func (export "keyclaim_free") (param i32) (if (local.get 0) (then '
+             '(i32.store (i32.const 0) (i32.sub (i32.load (i32.const 0)) (i32.const 1))))))',
+             f'(func (export "keyclaim_tracker_new") (param i32 i32) (result i64) {answer})',
+             f'(func (export "keyclaim_tracker_plan") (param i32 i32 i32) (result i64) {answer})',
+             f'(func (export "keyclaim_tracker_observe") (param i32 i32 i32) (result i64) {answer})',
+             '(func (export "keyclaim_tracker_free") (param i32) (result i32) i32.const 0)']
+    funcs += [f'(func (export "keyclaim_{op}") (param i32 i32) (result i64) {answer})' for op in keyclaim.OPERATIONS]
+    wat = '(module (memory (export "memory") 10) (data (i32.const 512) "{}") ' + " ".join(funcs) + ")"
+    e = keyclaim.Engine(wasmtime.wat2wasm(wat), pool_size=1)
+    for n in (10, 5000, 300_000, 10, 0, 300_000, 100_000, 200_000, 1):
+        assert e.invoke("complete_client", b"x" * n) == b"{}"
+    inst = e._idle[0]
+    live = int.from_bytes(inst.memory.read(inst.store, 0, 4), "little")
+    assert live == 1, f"{live} buffers live, want only the kept input buffer"
