@@ -469,13 +469,14 @@ def test_pointers_above_2_gib_read_unsigned() -> None:
 
 
 def test_every_buffer_freed() -> None:
-    """The host frees every output and every input buffer except the one it keeps for reuse. A
-    stand-in module (WAT, the ABI's exports) counts live buffers at address 0: alloc and each
+    """The host calls _initialize once, before the ABI version, and frees every output and every
+    input buffer except the one it keeps for reuse. A stand-in module (WAT, the ABI's exports) counts live buffers at address 0: alloc and each
     answer add one, free takes one away."""
     inc = "(i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))"
     answer = f"{inc} i64.const 0x0000020000000002"  # out_ptr 512, 2 bytes: {{}}
-    funcs = ['(func (export "_initialize"))',
-             '(func (export "keyclaim_abi_version") (result i32) i32.const 1)',
+    # _initialize counts its calls at address 4; the ABI version is 1 only once it has run
+    funcs = ['(func (export "_initialize") (i32.store (i32.const 4) (i32.add (i32.load (i32.const 4)) (i32.const 1))))',
+             '(func (export "keyclaim_abi_version") (result i32) (i32.load (i32.const 4)))',
              f'(func (export "keyclaim_alloc") (param i32) (result i32) {inc} i32.const 1024)',
              '(func (export "keyclaim_free") (param i32) (if (local.get 0) (then '
              '(i32.store (i32.const 0) (i32.sub (i32.load (i32.const 0)) (i32.const 1))))))',
@@ -491,3 +492,4 @@ def test_every_buffer_freed() -> None:
     inst = e._idle[0]
     live = int.from_bytes(inst.memory.read(inst.store, 0, 4), "little")
     assert live == 1, f"{live} buffers live, want only the kept input buffer"
+    assert int.from_bytes(inst.memory.read(inst.store, 4, 8), "little") == 1, "_initialize not called once"
