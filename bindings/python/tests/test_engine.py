@@ -493,3 +493,14 @@ def test_every_buffer_freed() -> None:
     live = int.from_bytes(inst.memory.read(inst.store, 0, 4), "little")
     assert live == 1, f"{live} buffers live, want only the kept input buffer"
     assert int.from_bytes(inst.memory.read(inst.store, 4, 8), "little") == 1, "_initialize not called once"
+
+
+def test_number_beyond_a_double_in_a_key(engine: keyclaim.Engine) -> None:
+    """A key object's 1e400 is kept as written by the module; the typed result reads it as json
+    does (inf), where the fast parser refuses it."""
+    data = ('{"server_name":"example.org","request":{"one_time_keys":{"@a:example.org":{"D":"signed_curve25519"}}},'
+            '"local":{"@a:example.org":{"D":{"signed_curve25519:A":{"key":"k","x":1e400}}}}}')
+    raw = engine.invoke("complete_client", data)
+    assert b'"x":1e400' in raw
+    key = engine.complete_client(data)["one_time_keys"]["@a:example.org"]["D"]["signed_curve25519:A"]
+    assert key == {"key": "k", "x": float("inf")}

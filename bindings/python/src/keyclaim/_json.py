@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 import msgspec
 
@@ -32,13 +32,13 @@ def dumps(value: Any) -> bytes:
         return _dumps_ascii(value).encode("ascii")
 
 
-def loads(doc: bytes) -> Any:
+def loads(doc: Union[bytes, memoryview]) -> Any:
     """Parses the module's canonical JSON (msgspec: integers of any size exact, as json; a number
     beyond a double's range, which msgspec refuses, is left to json)."""
     try:
         return _decode(doc)
     except msgspec.DecodeError:
-        return json.loads(doc)
+        return json.loads(bytes(doc))
 
 
 def _body(member: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -113,6 +113,6 @@ def result(envelope: bytes) -> Any:
     """The parsed result of an envelope, or KeyclaimError for an error envelope."""
     if envelope.startswith(_PREFIX):
         # canonical JSON with one member: the result is everything between prefix and "}"
-        return loads(envelope[len(_PREFIX):-1])
+        return loads(memoryview(envelope)[len(_PREFIX):-1])  # no copy of a large answer
     v = json.loads(envelope)
     raise KeyclaimError(v["errcode"], v["error"])
