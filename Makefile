@@ -14,7 +14,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-node test-python test-client test-synapse bench bench-server run lint check fuzz clean
+.PHONY: help build wasm test test-go test-node test-python bench-python test-client test-synapse bench bench-server run lint check fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,11 +51,40 @@ test-node: wasm ## the shared vectors through the module on Node.js (V8), with b
 	cd bindings/node && node --test
 
 PYVENV := var/python-venv
+PYTOOLS := var/python-tools
+PYDIST := var/python-dist
+PYRUN := var/python-run
+PYSRC := $(shell find bindings/python/src 2>/dev/null) bindings/python/pyproject.toml bindings/python/hatch_build.py bindings/python/README.md
+PYWHEEL := $(PYDIST)/keyclaim-0.1.0-py3-none-any.whl
 
-test-python: wasm ## the shared vectors through the module on wasmtime (Python), with bindings/python's minimal host
-	@test -x $(PYVENV)/bin/pip || { rm -rf $(PYVENV) && python3 -m venv $(PYVENV); }
-	$(PYVENV)/bin/pip install -q -r bindings/python/requirements.txt
-	cd bindings/python && $(CURDIR)/$(PYVENV)/bin/python -m unittest -v test_vectors
+# The build tools (build, hatchling) in their own venv, installed once.
+$(PYTOOLS)/.done:
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	rm -rf $(PYTOOLS) && python3 -m venv $(PYTOOLS)
+	$(PYTOOLS)/bin/pip install -q build 'hatchling>=1.21'
+	@touch $@
+
+# The wheel, as a user builds it, with dist/keyclaim.wasm copied in (bindings/python/hatch_build.py).
+$(PYWHEEL): $(PYTOOLS)/.done $(WASM) $(PYSRC)
+	@rm -rf $(PYDIST)
+	$(PYTOOLS)/bin/python -m build --wheel --no-isolation --outdir $(PYDIST) bindings/python
+	@test -f $@
+
+# A fresh virtual environment for every new wheel, with the wheel installed as a user would.
+$(PYVENV)/.installed: $(PYWHEEL)
+	rm -rf $(PYVENV) && python3 -m venv $(PYVENV)
+	$(PYVENV)/bin/pip install -q '$(PYWHEEL)[test]'
+	@touch $@
+
+test-python: wasm $(PYVENV)/.installed ## the Python package: wheel built and installed into a fresh venv, mypy --strict, pytest (every vector, threads, traps) from outside the source tree
+	@mkdir -p $(PYRUN)
+	cd $(PYRUN) && $(CURDIR)/$(PYVENV)/bin/mypy --strict --python-version 3.10 --cache-dir .mypy_cache -p keyclaim
+	cd $(PYRUN) && $(CURDIR)/$(PYVENV)/bin/mypy --strict --python-version 3.10 --cache-dir .mypy_cache \
+		$(CURDIR)/bindings/python/examples/*.py $(CURDIR)/bindings/python/bench.py $(CURDIR)/bindings/python/tests/*.py
+	cd $(PYRUN) && $(CURDIR)/$(PYVENV)/bin/python -m pytest -q -p no:cacheprovider $(CURDIR)/bindings/python/tests
+
+bench-python: wasm $(PYVENV)/.installed ## complete_client through the Python package: typed API vs raw invoke
+	$(PYVENV)/bin/python bindings/python/bench.py
 
 test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-wasm) against the server
 	cd clienttest && npm ci --no-audit --no-fund
@@ -64,6 +93,7 @@ test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-w
 bench: wasm ## run the benchmarks (core, wasm host, engines, store, the module on Node.js, then the server load driver)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/ ./hostserver/store/
 	cd bindings/node && node bench.mjs
+	$(MAKE) bench-python
 	$(MAKE) bench-server
 
 bench-server: build ## load-test dist/keyclaim-server on loopback (native and wasm engines)
