@@ -1,0 +1,7 @@
+package main
+
+import (
+	_ "maunium.net/go/mautrix/crypto"
+)
+
+func main() {}
