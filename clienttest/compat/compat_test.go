@@ -453,6 +453,7 @@ func render(libs []library, cells map[string]map[string]outcome) string {
 			if len(order) == 0 {
 				continue
 			}
+			sort.Strings(order) // the libraries log some of these in map order
 			fmt.Fprintf(&b, "- %s, %s:\n", id, c.Title)
 			for _, l := range order {
 				fmt.Fprintf(&b, "  - %dx `%s`\n", counts[l], strings.ReplaceAll(l, "`", "'"))
