@@ -490,4 +490,3 @@ func cell(o outcome) string {
 	}
 	return strings.Join(parts, "; ")
 }
-
