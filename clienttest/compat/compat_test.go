@@ -109,6 +109,7 @@ func (o outcome) works() bool {
 // as measured, so that a fixed release shows up as a failing expectation to update.
 type expectation struct {
 	Crash  string   // substring of the crash; "" = must work
+	Hang   string   // substring of the hang; "" = none
 	Wasted []string // with Crash: the devices whose key is used up without a session
 }
 
@@ -119,8 +120,9 @@ func expected(lib library, cfg config) expectation {
 	switch lib.Name {
 	case "matrix-nio":
 		// _handle_key_claiming: next(iter({})) on DEVKEYSONLY, the first device of the
-		// answer; the keys of the devices after it are gone, and no session is made.
-		return expectation{Crash: "StopIteration", Wasted: []string{"KEYED"}}
+		// answer; the keys of the devices after it are gone, and no session is made. The
+		// crash leaves the room marked as sharing a room key: the next room_send waits forever.
+		return expectation{Crash: "StopIteration", Hang: "room_send 2", Wasted: []string{"KEYED"}}
 	case "mautrix-python":
 		// _create_outbound_sessions_locked: one_time_keys.popitem() on DEVKEYSONLY's {}.
 		return expectation{Crash: "popitem(): dictionary is empty", Wasted: []string{"KEYED"}}
@@ -191,9 +193,10 @@ func check(t *testing.T, lib library, cfg config, o outcome) {
 		return
 	}
 	// The measured misbehaviour, asserted so that a change (a fixed release) is noticed.
-	if !strings.Contains(o.Crash, want.Crash) || o.Hang != "" || len(o.Sessions) != 0 || !slices.Equal(o.Wasted, want.Wasted) {
-		t.Errorf("%s %s in %s: expected (as measured before) a crash %q, no session, keys wasted on %v; got crash %q, hang %q, sessions %v, wasted %v: update expected() and the README if the library changed",
-			lib.Name, lib.Version, cfg.Title, want.Crash, want.Wasted, o.Crash, o.Hang, o.Sessions, o.Wasted)
+	hangOK := o.Hang == "" && want.Hang == "" || want.Hang != "" && strings.Contains(o.Hang, want.Hang)
+	if !strings.Contains(o.Crash, want.Crash) || !hangOK || len(o.Sessions) != 0 || !slices.Equal(o.Wasted, want.Wasted) {
+		t.Errorf("%s %s in %s: expected (as measured before) a crash %q, hang %q, no session, keys wasted on %v; got crash %q, hang %q, sessions %v, wasted %v: update expected() and the README if the library changed",
+			lib.Name, lib.Version, cfg.Title, want.Crash, want.Hang, want.Wasted, o.Crash, o.Hang, o.Sessions, o.Wasted)
 	}
 }
 
@@ -468,10 +471,13 @@ func cell(o outcome) string {
 	switch {
 	case o.works():
 		parts = append(parts, "works")
-	case o.Crash != "":
-		parts = append(parts, "**crash**: "+o.Crash)
-	case o.Hang != "":
-		parts = append(parts, "**hang**: "+o.Hang)
+	case o.Crash != "" || o.Hang != "":
+		if o.Crash != "" {
+			parts = append(parts, "**crash**: "+o.Crash)
+		}
+		if o.Hang != "" {
+			parts = append(parts, "**hang**: "+o.Hang)
+		}
 	default:
 		parts = append(parts, "**fails**")
 	}

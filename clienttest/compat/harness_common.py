@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import traceback
+import urllib.parse
 import urllib.request
 
 STEP_TIMEOUT = 20  # seconds; a step that takes longer is reported as a hang
@@ -54,12 +55,12 @@ class Run:
     def say(self, msg):
         print(msg, flush=True)
 
-    async def step(self, name, awaitable):
+    async def step(self, name, awaitable, timeout=STEP_TIMEOUT):
         """Run one step of the library's code, bounded; a crash or a hang is recorded and stops."""
         try:
-            return await asyncio.wait_for(awaitable, STEP_TIMEOUT)
+            return await asyncio.wait_for(awaitable, timeout)
         except asyncio.TimeoutError:
-            self.result["hang"] = f"{name} did not finish within {STEP_TIMEOUT} s"
+            self.result["hang"] = f"{name} did not finish within {timeout} s"
             self.say(f"HANG in {name}")
             raise Stop()
         except Stop:
@@ -69,7 +70,8 @@ class Run:
             raise Stop()
 
     def crashed(self, name, e):
-        self.result["crash"] = f"{type(e).__name__}: {e} (in {name})"
+        if not self.result["crash"]:  # the first crash is the finding; later ones follow from it
+            self.result["crash"] = f"{type(e).__name__}: {e} (in {name})"
         self.say(f"CRASH in {name}: {type(e).__name__}: {e}")
         traceback.print_exception(e, file=sys.stderr)
 
@@ -78,6 +80,12 @@ class Run:
         req = urllib.request.Request(f"{self.base}/_compat/{name}", data=b"{}", method="POST")
         with urllib.request.urlopen(req, timeout=STEP_TIMEOUT) as resp:
             self.say(f"stand-in {name}: {resp.read().decode().strip()}")
+
+    def fetch_to_device(self, user, device):
+        """The to-device events queued by the stand-in for USER's DEVICE (sync event dicts)."""
+        url = f"{self.base}/_compat/to_device/{urllib.parse.quote(user)}/{device}"
+        with urllib.request.urlopen(url, timeout=STEP_TIMEOUT) as resp:
+            return json.loads(resp.read())["events"]
 
     def post(self, device, endpoint, body):
         """A plain POST /keys/<endpoint> as DEVICE (only for what the library cannot upload)."""

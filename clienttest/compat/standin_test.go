@@ -33,10 +33,13 @@ import (
 //   - POST /_compat/ready: all uploads are done; the stand-in claims every one-time key of
 //     EXHAUSTED (as another user would) and records each bob device's one-time key count;
 //   - POST /_compat/claimed: the claiming client has claimed; the counts are recorded again, so
-//     that a one-time key used up without a session shows as a count that went down.
+//     that a one-time key used up without a session shows as a count that went down;
+//   - PUT /sendToDevice and PUT /rooms/{room}/send, which keyclaim does not serve, are answered
+//     here for a harness that drives a library's whole send path (nio's room_send): to-device
+//     messages are queued for GET /_compat/to_device/{user}/{device}, room events acknowledged.
 //
-// To-device messages never pass through here: each harness hands the ciphertext its library
-// produced straight to the receiving device's machine in the same process (no /sync).
+// No /sync: each harness hands the ciphertext its library produced (directly, or fetched from
+// the queue) to the receiving device's machine in the same process.
 type standin struct {
 	t        *testing.T
 	base     string // the stand-in's own URL, which the harnesses use
@@ -48,8 +51,10 @@ type standin struct {
 	before  map[string]int // bob's device -> one-time key count at /_compat/ready
 	after   map[string]int // ... at /_compat/claimed
 	drained int            // one-time keys of EXHAUSTED claimed at /_compat/ready
-	claims  []string       // what the claiming client asked for and got, one line per claim
-	notes   []string       // anything unexpected the stand-in saw
+	claims  []string       // the claims, answers and sends the stand-in saw, one line each
+	// to-device messages sent through the stand-in, per "user|device", as sync events
+	toDevice map[string][]json.RawMessage
+	notes    []string // anything unexpected the stand-in saw
 }
 
 type who struct {
@@ -69,7 +74,7 @@ func newStandin(t *testing.T, upstream string, tokens map[string]who) *standin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &standin{t: t, upstream: u, tokens: tokens, unknown: unknownDevice(t)}
+	s := &standin{t: t, upstream: u, tokens: tokens, unknown: unknownDevice(t), toDevice: map[string][]json.RawMessage{}}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(u)
@@ -94,6 +99,44 @@ func newStandin(t *testing.T, upstream string, tokens map[string]who) *standin {
 		s.after = counts
 		s.mu.Unlock()
 		writeJSON(w, map[string]any{"counts": counts})
+	})
+	// What a homeserver would do with a client's to-device and room messages, for the harnesses
+	// that drive a library's whole send path (nio's room_send): queued to-device messages are
+	// fetched by the receiving device's machine, room events are only acknowledged.
+	mux.HandleFunc("PUT /_matrix/client/{version}/sendToDevice/{type}/{txn}", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Messages map[string]map[string]json.RawMessage `json:"messages"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, `{"errcode":"M_NOT_JSON","error":"not JSON"}`, http.StatusBadRequest)
+			return
+		}
+		sender := s.tokens[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")].UserID
+		s.mu.Lock()
+		for user, devs := range body.Messages {
+			for dev, content := range devs {
+				ev, _ := json.Marshal(map[string]any{"type": r.PathValue("type"), "sender": sender, "content": content})
+				s.toDevice[user+"|"+dev] = append(s.toDevice[user+"|"+dev], ev)
+			}
+		}
+		s.mu.Unlock()
+		s.note(fmt.Sprintf("sendToDevice %s by %s to %d users", r.PathValue("type"), s.device(r), len(body.Messages)))
+		writeJSON(w, map[string]any{})
+	})
+	mux.HandleFunc("PUT /_matrix/client/{version}/rooms/{room}/send/{type}/{txn}", func(w http.ResponseWriter, r *http.Request) {
+		s.note(fmt.Sprintf("room event %s by %s in %s", r.PathValue("type"), s.device(r), r.PathValue("room")))
+		writeJSON(w, map[string]any{"event_id": "$compat-" + r.PathValue("txn")})
+	})
+	mux.HandleFunc("GET /_compat/to_device/{user}/{device}", func(w http.ResponseWriter, r *http.Request) {
+		key := r.PathValue("user") + "|" + r.PathValue("device")
+		s.mu.Lock()
+		events := s.toDevice[key]
+		delete(s.toDevice, key)
+		s.mu.Unlock()
+		if events == nil {
+			events = []json.RawMessage{}
+		}
+		writeJSON(w, map[string]any{"events": events})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/keys/upload") {
