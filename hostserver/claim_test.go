@@ -285,7 +285,7 @@ func TestFederationClaim(t *testing.T) {
 	forEachStore(t, func(t *testing.T, b backend) {
 		for _, mode := range []string{"msc4072", "legacy"} {
 			t.Run(mode, func(t *testing.T) {
-				ts := startServer(t, b, func(cfg *hostserver.Config) { cfg.Mode = mode })
+				ts := startServer(t, b, func(cfg *hostserver.Config) { cfg.FederationAnswers = mode })
 				ts.ok(uploadPath, bobToken, `{"one_time_keys":{"signed_curve25519:A":`+key("A")+`}}`)
 				body := `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519","BOBPHONE":"signed_curve25519"},"` + carol + `":{}}}`
 				want := `{"one_time_keys":{"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `},"BOBPHONE":{}},"` + carol + `":{}}}`
