@@ -273,7 +273,7 @@ func TestCompatibilityConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.LegacyUserAgents != `^nio\b` || cfg.FederationAnswers != "legacy" {
+	if cfg.LegacyUserAgents != `^nio\b|^Python/[0-9.]+ aiohttp/|\bmautrix-python/` || cfg.FederationAnswers != "legacy" {
 		t.Errorf("defaults: %q %q", cfg.LegacyUserAgents, cfg.FederationAnswers)
 	}
 	cfg, err = hostserver.LoadConfig(append(base, "--legacy-user-agents=", "--federation-answers", "msc4072"), noEnv, io.Discard)
@@ -327,7 +327,7 @@ func TestCompatibilityConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = srv.Shutdown(context.Background())
-		if !strings.Contains(logs.String(), "claim answer policy") || !strings.Contains(logs.String(), `legacy_user_agents=^nio\b`) {
+		if !strings.Contains(logs.String(), "claim answer policy") || !strings.Contains(logs.String(), "legacy_user_agents="+strconv.Quote(`^nio\b|^Python/[0-9.]+ aiohttp/|\bmautrix-python/`)) {
 			t.Errorf("start-up log of %q lacks the policy:\n%s", args, logs.String())
 		}
 	}

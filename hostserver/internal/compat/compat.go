@@ -17,11 +17,16 @@ import (
 	"github.com/keyclaim/keyclaim/core"
 )
 
-// DefaultLegacyUserAgents is the default of --legacy-user-agents: matrix-nio, which sends
-// "User-Agent: nio" (nio/http.py, USER_AGENT) and crashes on {} in a claim answer (issue 15).
-// The word boundary lets a later "nio/0.26" match too, but not another library whose name only
-// starts with the letters (such as "nionly").
-const DefaultLegacyUserAgents = `^nio\b`
+// DefaultLegacyUserAgents is the default of --legacy-user-agents: the libraries the client
+// compatibility matrix (clienttest/compat) measured crashing on {} in a claim answer, by the
+// User-Agent they actually send there:
+//   - matrix-nio's AsyncClient (what bots use) sends aiohttp's default, "Python/3.11
+//     aiohttp/3.14.5"; only nio's sans-I/O HttpClient sends "nio" (nio/http.py, USER_AGENT);
+//   - mautrix-python sends "mautrix-python/0.21.1 aiohttp/3.14.5 Python/3.11.7", and a bridge
+//     built on it puts its own name first ("mautrix-telegram/0.15.3 mautrix-python/...").
+//
+// The word boundaries keep out names that only start or end with the letters ("nionly").
+const DefaultLegacyUserAgents = `^nio\b|^Python/[0-9.]+ aiohttp/|\bmautrix-python/`
 
 // Policy decides the shape of client claim answers.
 type Policy struct {

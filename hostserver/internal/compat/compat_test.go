@@ -28,7 +28,13 @@ func TestModeFor(t *testing.T) {
 		ua   string
 		want core.Mode
 	}{
-		{def, "nio", core.ModeLegacy}, // what matrix-nio 0.25 and 0.26 send
+		{def, "nio", core.ModeLegacy},                        // matrix-nio's sans-I/O HttpClient
+		{def, "Python/3.11 aiohttp/3.14.5", core.ModeLegacy}, // matrix-nio's AsyncClient, as measured
+		{def, "Python/3.13 aiohttp/3.9.1", core.ModeLegacy},
+		{def, "mautrix-python/0.21.1 aiohttp/3.14.5 Python/3.11.7", core.ModeLegacy}, // as measured
+		{def, "mautrix-telegram/0.15.3 mautrix-python/0.21.1 aiohttp/3.9.1 Python/3.12.1", core.ModeLegacy},
+		{def, "mymautrix-python/1", core.ModeMSC4072},
+		{def, "python-requests/2.31", core.ModeMSC4072},
 		{def, "nio/0.27", core.ModeLegacy},
 		{def, "nio 0.27", core.ModeLegacy},
 		{def, "", core.ModeMSC4072},
@@ -36,6 +42,7 @@ func TestModeFor(t *testing.T) {
 		{def, "Mozilla/5.0 nio", core.ModeMSC4072}, // anchored: only a User-Agent that starts with nio
 		{def, "NIO", core.ModeMSC4072},             // case-sensitive, as nio writes it
 		{def, "mautrix-go/0.33.0 go1.25", core.ModeMSC4072},
+		{def, "mautrix-go/v0.33.0 go/1.26.8", core.ModeMSC4072}, // as measured: it copes with {}
 		{def, "Element/1.11 matrix-sdk-crypto", core.ModeMSC4072},
 		{off, "nio", core.ModeMSC4072},
 		{legacy, "anything", core.ModeLegacy},
