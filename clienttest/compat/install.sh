@@ -24,9 +24,11 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v make >/dev/null || need_apt+=(make)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
+  need_apt+=(python3-dev)
 if ((${#need_apt[@]})); then
-  echo "install-compat: apt-get install ${need_apt[*]} (python-olm builds libolm)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" python3-dev
+  echo "install-compat: apt-get install ${need_apt[*]} (python-olm builds libolm and a C extension)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
 venv() { # venv NAME REQUIREMENTS
