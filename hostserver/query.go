@@ -3,8 +3,6 @@ package hostserver
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -81,11 +79,9 @@ func ParseKeyQuery(body []byte, federation bool, server core.ServerName, maxEntr
 	if !federation {
 		q.Timeout = defaultTimeout
 		if t, ok := v.Get("timeout"); ok && t.Kind != core.KindNull {
-			ms, err := strconv.ParseInt(t.Str, 10, 64)
-			if errors.Is(err, strconv.ErrRange) && t.Str[0] != '-' {
-				ms, err = math.MaxInt64, nil // clamped below
-			}
-			if t.Kind != core.KindNumber || err != nil || ms < 0 {
+			// An integer by value, as for claims (core.ParseMillis: 1000.0 and 1e3 are 1000).
+			ms, good := core.ParseMillis(t.Str)
+			if t.Kind != core.KindNumber || !good {
 				return nil, matrixErr(core.CodeInvalidParam, "timeout must be a non-negative integer number of milliseconds")
 			}
 			q.Timeout = time.Duration(min(ms, maxTimeout.Milliseconds())) * time.Millisecond
