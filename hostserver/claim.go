@@ -34,7 +34,7 @@ func (s *Server) handleClientClaim(c echo.Context) error {
 	}
 
 	timeout := s.fanoutTimeout(time.Duration(req.TimeoutMS) * time.Millisecond)
-	remote := federation.FanOut(ctx, s.fed.ClaimKeys, federation.ClaimRequests(plan.Remote), timeout)
+	remote := s.fanOut(ctx, s.fed.ClaimKeys, federation.ClaimRequests(plan.Remote), timeout)
 
 	mode := s.policy.ModeFor(c.Request().UserAgent())
 	out, err := s.engine.CompleteClient(ctx, req, local, remote, mode)
