@@ -11,6 +11,7 @@ package compat
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -96,6 +97,7 @@ type outcome struct {
 	Used    map[string]int // one-time keys of each device used up by the claim
 	Wasted  []string       // devices whose one-time key was used up without a session
 	Claims  []string       // the claims as the stand-in saw them
+	UA      string         // the User-Agent of the library's claim (what the policy reads)
 	Seconds float64
 }
 
@@ -275,12 +277,12 @@ func runCell(t *testing.T, root, bin string, lib library, cfg config) outcome {
 	sort.Strings(o.Sessions)
 	sort.Strings(o.Decrypted)
 	si.mu.Lock()
-	before, after, claims := si.before, si.after, slices.Clone(si.claims)
+	before, after, claims, ua := si.before, si.after, slices.Clone(si.claims), si.claimUA
 	si.mu.Unlock()
 	if after == nil && before != nil {
 		after = si.counts() // the harness died or hung before it said it had claimed
 	}
-	o.Claims = claims
+	o.Claims, o.UA = claims, ua
 	o.Used = map[string]int{}
 	for _, d := range bobDevices {
 		if n := before[d] - after[d]; n > 0 {
@@ -408,24 +410,24 @@ func tailString(s string, n int) string {
 // render is the summary table (Markdown), then each cell's detail.
 func render(libs []library, cells map[string]map[string]outcome) string {
 	var b strings.Builder
-	b.WriteString("| library | version (Olm) |")
+	b.WriteString("| library | version (Olm) | User-Agent of its claim |")
 	for _, c := range configs {
 		b.WriteString(" " + c.Title + " |")
 	}
-	b.WriteString("\n|---|---|")
+	b.WriteString("\n|---|---|---|")
 	for range configs {
 		b.WriteString("---|")
 	}
 	b.WriteString("\n")
 	for _, lib := range libs {
 		id := lib.Name + " " + lib.Version
-		olm := ""
+		olm, ua := "", ""
 		for _, c := range configs {
-			if o, ok := cells[id][c.Key]; ok && o.Olm != "" {
-				olm = o.Olm
+			if o, ok := cells[id][c.Key]; ok {
+				olm, ua = cmp.Or(o.Olm, olm), cmp.Or(o.UA, ua)
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %s (%s) |", lib.Name, lib.Version, olm)
+		fmt.Fprintf(&b, "| %s | %s (%s) | `%s` |", lib.Name, lib.Version, olm, ua)
 		for _, c := range configs {
 			o, ok := cells[id][c.Key]
 			if !ok {

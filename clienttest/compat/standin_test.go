@@ -51,6 +51,7 @@ type standin struct {
 	before  map[string]int // bob's device -> one-time key count at /_compat/ready
 	after   map[string]int // ... at /_compat/claimed
 	drained int            // one-time keys of EXHAUSTED claimed at /_compat/ready
+	claimUA string         // the User-Agent of the claiming client's first claim
 	claims  []string       // the claims, answers and sends the stand-in saw, one line each
 	// to-device messages sent through the stand-in, per "user|device", as sync events
 	toDevice map[string][]json.RawMessage
@@ -147,6 +148,11 @@ func newStandin(t *testing.T, upstream string, tokens map[string]who) *standin {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			r.ContentLength = int64(len(body))
 			s.note(fmt.Sprintf("claim by %s (User-Agent %q): asked %s", s.device(r), r.UserAgent(), compactJSON(body)))
+			s.mu.Lock()
+			if s.claimUA == "" && s.device(r) == "ALICE" {
+				s.claimUA = r.UserAgent()
+			}
+			s.mu.Unlock()
 		}
 		proxy.ServeHTTP(w, r)
 	})
