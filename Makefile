@@ -14,7 +14,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-node test-python bench-python test-client test-synapse bench bench-server run lint check fuzz clean
+.PHONY: help build wasm test test-go test-node test-python bench-python test-client test-compat test-synapse bench bench-server run lint check fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,7 +38,7 @@ $(EMBED): $(WASM)
 	@mkdir -p $(dir $@)
 	cp $(WASM) $@
 
-test: test-go test-node test-python test-client test-synapse ## run every test: the Go suites, the vectors on Node.js and wasmtime, a real client's crypto library, a real Synapse
+test: test-go test-node test-python test-client test-compat test-synapse ## run every test: the Go suites, the vectors on Node.js and wasmtime, a real client's crypto library, the client compatibility matrix, a real Synapse
 	@echo "make test: every test passed"
 
 test-go: wasm ## the Go tests of every package, then the server suite through the wasm engine (starts PostgreSQL when it can)
@@ -89,6 +89,10 @@ bench-python: wasm $(PYVENV)/.installed ## complete_client through the Python pa
 test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-wasm) against the server
 	cd clienttest && npm ci --no-audit --no-fund
 	$(GO) test -tags realclient -count=1 ./clienttest/
+
+test-compat: build ## the client compatibility matrix: matrix-nio, mautrix-python, mautrix-go, matrix-sdk-crypto against the server in each answer mode (clienttest/compat; writes var/compat/matrix.md)
+	bash clienttest/compat/install.sh
+	$(GO) test -tags compat -count=1 ./clienttest/compat/
 
 bench: wasm ## run the benchmarks (core, wasm host, engines, store, the module on Node.js, then the server load driver)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/ ./hostserver/store/

@@ -3,6 +3,7 @@ package hostserver_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,10 +40,10 @@ func TestClaimSelectionOrder(t *testing.T) {
 
 func TestClaimCompleteAnswers(t *testing.T) {
 	// BRIEF sections 2 and 4: every requested device answered; exhausted and unknown devices are
-	// {} in msc4072 mode and absent in legacy mode, but every user of a server that did not fail
-	// is there in both modes ({} when none of its devices has a key: BRIEF 1, 8); an empty device
-	// map is {} and asks nobody; remote users (no federation yet) are failures of their server
-	// only; our own server is never in failures; nothing is null.
+	// {} in msc4072 mode and absent in legacy mode, where a user none of whose devices has a key
+	// (or asked with an empty device map) is left out too, as Synapse does (BRIEF 1, 2); an
+	// empty device map asks nobody; remote users (no federation yet) are failures of their
+	// server only; our own server is never in failures; nothing is null.
 	req := `{"one_time_keys":{` +
 		`"` + bob + `":{"BOBDEV":"signed_curve25519","BOBPHONE":"signed_curve25519","NOSUCHDEV":"signed_curve25519"},` +
 		`"` + carol + `":{"CAROLDEV":"signed_curve25519"},` +
@@ -63,11 +64,7 @@ func TestClaimCompleteAnswers(t *testing.T) {
 			`"@frank:other.test":{},` +
 			`"@nobody:` + serverName + `":{"X":{}}}}`},
 		{"legacy", `{"failures":{"remote.test":{"message":"federation is not configured on this server","status":503}},"one_time_keys":{` +
-			`"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `}},` +
-			`"` + carol + `":{},` +
-			`"@empty:` + serverName + `":{},` +
-			`"@frank:other.test":{},` +
-			`"@nobody:` + serverName + `":{}}}`},
+			`"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `}}}}`},
 	}
 	forEachStore(t, func(t *testing.T, b backend) {
 		for _, c := range cases {
@@ -289,12 +286,12 @@ func TestFederationClaim(t *testing.T) {
 	forEachStore(t, func(t *testing.T, b backend) {
 		for _, mode := range []string{"msc4072", "legacy"} {
 			t.Run(mode, func(t *testing.T) {
-				ts := startServer(t, b, func(cfg *hostserver.Config) { cfg.Mode = mode })
+				ts := startServer(t, b, func(cfg *hostserver.Config) { cfg.FederationAnswers = mode })
 				ts.ok(uploadPath, bobToken, `{"one_time_keys":{"signed_curve25519:A":`+key("A")+`}}`)
 				body := `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519","BOBPHONE":"signed_curve25519"},"` + carol + `":{}}}`
 				want := `{"one_time_keys":{"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `},"BOBPHONE":{}},"` + carol + `":{}}}`
 				if mode == "legacy" {
-					want = `{"one_time_keys":{"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `}},"` + carol + `":{}}}`
+					want = `{"one_time_keys":{"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `}}}}`
 				}
 				// No access token: the harness signs federation requests with X-Matrix as origin.test.
 				wantBody(t, "federation claim", ts.ok(fedClaimPath, "", body), want)
@@ -315,10 +312,65 @@ func TestFederationClaim(t *testing.T) {
 						t.Errorf("timeout %s: message %q", bad, msg)
 					}
 				}
-				want = `{"one_time_keys":{"` + carol + `":{}}}` // in both modes (BRIEF 2)
+				want = `{"one_time_keys":{"` + carol + `":{}}}` // msc4072: an empty device map is {} (BRIEF 2)
+				if mode == "legacy" {
+					want = `{"one_time_keys":{}}` // legacy: left out, as Synapse does (BRIEF 2)
+				}
 				wantBody(t, "valid timeout", ts.ok(fedClaimPath, "", `{"one_time_keys":{"`+carol+`":{}},"timeout":5000}`), want)
 				wantBody(t, "null timeout", ts.ok(fedClaimPath, "", `{"one_time_keys":{"`+carol+`":{}},"timeout":null}`), want)
 			})
 		}
 	})
+}
+
+// TestFederationOffSaysSo: with federation off, a remote user's server fails with "federation is
+// not configured on this server" (503) whatever the client's timeout, 0 included, on the claim
+// and the query endpoint; not with a timeout message (issue 14, fix 5).
+func TestFederationOffSaysSo(t *testing.T) {
+	for _, name := range []string{"NoFederation", "--federation=false"} {
+		t.Run(name, func(t *testing.T) {
+			ts := startServer(t, sqliteBackend, func(cfg *hostserver.Config) {
+				if name == "--federation=false" {
+					cfg.Federation, cfg.FederationEnabled = nil, false
+				}
+			})
+			off := `{"message":"` + hostserver.NoFederationMessage + `","status":503}`
+			for _, q := range []string{"", "?timeout=0"} {
+				for _, body := range []string{
+					`{"one_time_keys":{"` + remoteUser + `":{"D":"signed_curve25519"}},"timeout":0}`,
+					`{"one_time_keys":{"` + remoteUser + `":{"D":"signed_curve25519"}}}`,
+				} {
+					wantBody(t, "claim "+q+" "+body, ts.ok(claimPath+q, aliceToken, body), `{"failures":{"remote.test":`+off+`},"one_time_keys":{}}`)
+				}
+				wantBody(t, "query "+q, ts.ok(queryPath+q, aliceToken, `{"device_keys":{"`+remoteUser+`":[]},"timeout":0}`),
+					`{"device_keys":{},"failures":{"remote.test":`+off+`}}`)
+			}
+		})
+	}
+}
+
+// TestIntegralTimeouts: a timeout is an integer by value (JSON Schema, the spec's OpenAPI
+// validators): 1000.0 and 1e3 are 1000 in a claim body, a query string and a /keys/query body;
+// 1.5, negatives and strings stay 400 M_INVALID_PARAM (issue 14, fix 6).
+func TestIntegralTimeouts(t *testing.T) {
+	fed := &slowFederation{}
+	ts := startServer(t, sqliteBackend, func(cfg *hostserver.Config) { cfg.Federation = fed })
+	failed := func(ms string) string {
+		return `{"failures":{"remote.test":{"message":"no answer from remote.test within the timeout of ` + ms + ` ms","status":504}},"one_time_keys":{}}`
+	}
+	claim := `{"one_time_keys":{"` + remoteUser + `":{"D":"signed_curve25519"}}`
+	for _, v := range []string{"100.0", "1e2", "1E+2", "0.1e3", "1000e-1"} {
+		wantBody(t, "claim body timeout "+v, ts.ok(claimPath, aliceToken, claim+`,"timeout":`+v+`}`), failed("100"))
+		wantBody(t, "claim ?timeout="+v, ts.ok(claimPath+"?timeout="+url.QueryEscape(v), aliceToken, claim+`}`), failed("100"))
+		wantBody(t, "query body timeout "+v, ts.ok(queryPath, aliceToken, `{"device_keys":{"`+remoteUser+`":[]},"timeout":`+v+`}`),
+			`{"device_keys":{},"failures":{"remote.test":{"message":"no answer from remote.test within the timeout of 100 ms","status":504}}}`)
+		wantBody(t, "federation claim timeout "+v, ts.ok(fedClaimPath, "", `{"one_time_keys":{},"timeout":`+v+`}`), `{"one_time_keys":{}}`)
+	}
+	for _, v := range []string{"1.5", "-1", "-1e3", "1e-3", `"1000"`} {
+		wantError(t, "claim body timeout "+v, ts.post(claimPath, aliceToken, claim+`,"timeout":`+v+`}`), http.StatusBadRequest, "M_INVALID_PARAM")
+		wantError(t, "federation claim timeout "+v, ts.post(fedClaimPath, "", `{"one_time_keys":{},"timeout":`+v+`}`), http.StatusBadRequest, "M_INVALID_PARAM")
+	}
+	for _, v := range []string{"1.5", "-1", "1e-3", "abc", "%2B5"} {
+		wantError(t, "claim ?timeout="+v, ts.post(claimPath+"?timeout="+v, aliceToken, claim+`}`), http.StatusBadRequest, "M_INVALID_PARAM")
+	}
 }
