@@ -11,5 +11,5 @@ export {
   TrackerLostError,
   unwrap,
 } from './engine.js';
-export type { EngineStats, LoadOptions } from './engine.js';
+export type { CompiledModule, EngineStats, LoadOptions } from './engine.js';
 export type * from './types.js';

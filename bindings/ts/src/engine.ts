@@ -85,13 +85,19 @@ export class TrackerLostError extends Error {
   }
 }
 
+/**
+ * A compiled WebAssembly.Module, written so that the declarations need no `dom` lib: where the
+ * WebAssembly global is not declared (Node.js types without `dom`), this is `never`.
+ */
+export type CompiledModule = typeof globalThis extends { WebAssembly: { Module: abstract new (...args: never[]) => infer M } } ? M : never;
+
 /** Options of load(). */
 export interface LoadOptions {
   /**
    * The module to load instead of the one shipped in the package: its bytes, a compiled
    * WebAssembly.Module, a URL, or (Node.js) a file path / (browser) a URL string.
    */
-  module?: string | URL | Uint8Array | ArrayBuffer | WebAssembly.Module;
+  module?: string | URL | Uint8Array | ArrayBuffer | CompiledModule;
   /**
    * Hard cap of an instance's memory in MiB (default 256): a call that needs more traps and its
    * instance is discarded. Written into the module before compiling, so it does not apply to a
