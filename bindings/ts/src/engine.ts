@@ -589,3 +589,36 @@ export async function engineFromModule(module: WebAssembly.Module, options: Load
   const first = await WebAssembly.instantiate(module, p.imports);
   return new Engine(module, new Instance(first, p), options);
 }
+
+type Source = string | URL | Uint8Array | ArrayBuffer;
+const defaultModules = new Map<string, Promise<WebAssembly.Module>>();
+
+/**
+ * @internal load() of both entry points: options.module compiled by `compile` (or taken as it is
+ * when already compiled), or the package's own module at `defaultUrl`, compiled once per process
+ * and memory cap.
+ */
+export async function loadWith(
+  options: LoadOptions,
+  defaultUrl: URL,
+  compile: (src: Source, maxMiB: number) => Promise<WebAssembly.Module>,
+): Promise<Engine> {
+  const maxMiB = options.maxMemoryMiB ?? DEFAULT_MAX_MEMORY_MIB;
+  const src = options.module as Source | WebAssembly.Module | undefined;
+  let module: WebAssembly.Module;
+  if (src instanceof WebAssembly.Module) {
+    module = src;
+  } else if (src !== undefined) {
+    module = await compile(src, maxMiB);
+  } else {
+    const key = `${maxMiB} ${defaultUrl.href}`;
+    let p = defaultModules.get(key);
+    if (p === undefined) {
+      p = compile(defaultUrl, maxMiB);
+      defaultModules.set(key, p);
+      p.catch(() => defaultModules.delete(key));
+    }
+    module = await p;
+  }
+  return engineFromModule(module, options);
+}

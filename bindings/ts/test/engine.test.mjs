@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import * as keyclaim from 'keyclaim';
-import { load, KeyclaimError, KeyclaimTrap, TrackerLostError, Tracker, unwrap } from 'keyclaim';
+import { load, capMemory, KeyclaimError, KeyclaimTrap, TrackerLostError, Tracker, unwrap } from 'keyclaim';
 
 const dec = new TextDecoder();
 const wasmPath = createRequire(import.meta.url).resolve('keyclaim/keyclaim.wasm');
@@ -53,6 +53,25 @@ test('a module of another ABI version is refused, naming both versions', async (
   await assert.rejects(load({ module: fakeModule(2) }), /ABI version 2; this package implements version 1/);
   await assert.rejects(load({ module: fakeModule(2), maxMemoryMiB: 0 }), /ABI version 2/);
   await assert.rejects(load({ module: new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]) }), /not a keyclaim module/);
+});
+
+test('capMemory writes a maximum into the module: memory cannot grow past it', async () => {
+  const fake = fakeModule(1);
+  const capped = capMemory(fake, 3 * 65536);
+  assert.ok(capped.length > fake.length);
+  const { exports } = (await WebAssembly.instantiate(capped)).instance;
+  assert.equal(exports.memory.grow(2), 1);
+  assert.throws(() => exports.memory.grow(1), RangeError);
+  // Uncapped, the same module grows.
+  assert.equal((await WebAssembly.instantiate(fake)).instance.exports.memory.grow(10), 1);
+  // keyclaim.wasm itself: the cap lands in its memory section (42 pages at the start).
+  const real = readFileSync(wasmPath);
+  const { instance } = await WebAssembly.instantiate(capMemory(real, 50 * 65536), {
+    wasi_snapshot_preview1: new Proxy({}, { get: () => () => 52 }),
+  });
+  const mem = instance.exports.memory;
+  assert.throws(() => mem.grow(50 - mem.buffer.byteLength / 65536 + 1), RangeError);
+  assert.equal(capMemory(real, 0).length, real.length + 1, 'a cap below the initial size keeps the initial size');
 });
 
 test('a call past the memory cap traps; the instance is discarded and the next call succeeds', async () => {
