@@ -511,6 +511,13 @@ export class Engine {
   }
 }
 
+// A tracker dropped without free() is freed when it is garbage-collected, so that it does not
+// keep its handle (and, after a recycle, its whole instance) forever.
+interface Held { engine: Engine; inst: Instance; handle: number }
+const finalizer = typeof FinalizationRegistry === 'function'
+  ? new FinalizationRegistry<Held>((h) => { h.engine.release(h.inst, h.handle); })
+  : undefined;
+
 /**
  * A retry tracker (ABI section 9): devices without keys and failed servers are backed off.
  * Lives in one instance of its engine; free() it when done (or `using t = engine.tracker()`).
@@ -525,6 +532,7 @@ export class Tracker {
     this.#engine = engine;
     this.#inst = inst;
     this.#handle = handle;
+    finalizer?.register(this, { engine, inst, handle }, this);
   }
 
   /** The handle in its instance (0 once freed). */
@@ -567,6 +575,7 @@ export class Tracker {
     const h = this.#handle;
     if (h === 0) return false;
     this.#handle = 0;
+    finalizer?.unregister(this);
     return this.#engine.release(this.#inst, h);
   }
 

@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import * as keyclaim from 'keyclaim';
 import { load, capMemory, KeyclaimError, KeyclaimTrap, TrackerLostError, Tracker, unwrap } from 'keyclaim';
 
@@ -128,6 +130,20 @@ test('an instance grown past the bound is replaced; its trackers keep it until f
   assert.deepEqual(t.plan(2000, req), { deferred: { '@carol:down.example': { CAROLDEV: 16000 } }, one_time_keys: {} });
   assert.equal(t.free(), true);
   assert.equal(e.stats().instances, 1);
+});
+
+test('a tracker dropped without free() is freed when it is garbage-collected', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc');
+  const e = await load({ recycleMemoryMiB: 8 });
+  (() => { e.tracker(); })();
+  e.parseClaim(bigParse(40_000)); // recycles the instance, which the tracker keeps alive
+  assert.equal(e.stats().instances, 1);
+  for (let i = 0; i < 50 && e.stats().instances > 0; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(e.stats().instances, 0, 'the unreferenced tracker still holds its instance');
 });
 
 test('bodies as text, UTF-8 bytes, an ArrayBuffer, an object, or invalid bytes', async () => {
