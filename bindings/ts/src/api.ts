@@ -13,4 +13,4 @@ export {
 } from './engine.js';
 export type { CompiledModule, EngineStats, LoadOptions } from './engine.js';
 export type * from './types.js';
-export { capMemory } from './memcap.js';
+export { capMemory, capMemoryStream } from './memcap.js';

@@ -45,6 +45,7 @@ export const OPERATIONS: readonly Operation[] = [
   'complete_upstream',
 ];
 
+const NOT_OPERATIONS = new Set(['abi_version', 'alloc', 'free', 'tracker_new', 'tracker_plan', 'tracker_observe', 'tracker_free']);
 const MiB = 1024 * 1024;
 /** Default hard cap of an instance's memory (ABI section 10; the Go host's default too). */
 export const DEFAULT_MAX_MEMORY_MIB = 256;
@@ -411,10 +412,12 @@ export class Engine {
     }
   }
 
+  // An operation is any keyclaim_<op> export but the ABI's own (ABI section 12: a newer module
+  // may add operations, which invoke then reaches).
   #op(op: Operation): (ptr: number, len: number) => bigint {
     const inst = this.#instance();
     const fn = inst.x[`keyclaim_${op}`];
-    if (typeof fn !== 'function' || !OPERATIONS.includes(op)) {
+    if (typeof fn !== 'function' || NOT_OPERATIONS.has(op)) {
       throw new KeyclaimError('M_UNKNOWN', `unknown operation ${JSON.stringify(op)}`);
     }
     return fn as OpFn;

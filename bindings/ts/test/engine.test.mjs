@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import * as keyclaim from 'keyclaim';
-import { load, capMemory, KeyclaimError, KeyclaimTrap, TrackerLostError, Tracker, unwrap } from 'keyclaim';
+import { load, capMemory, capMemoryStream, KeyclaimError, KeyclaimTrap, TrackerLostError, Tracker, unwrap } from 'keyclaim';
 
 const dec = new TextDecoder();
 const wasmPath = createRequire(import.meta.url).resolve('keyclaim/keyclaim.wasm');
@@ -74,6 +74,35 @@ test('capMemory writes a maximum into the module: memory cannot grow past it', a
   const mem = instance.exports.memory;
   assert.throws(() => mem.grow(50 - mem.buffer.byteLength / 65536 + 1), RangeError);
   assert.equal(capMemory(real, 0).length, real.length + 1, 'a cap below the initial size keeps the initial size');
+});
+
+test('capMemoryStream gives the bytes of capMemory however the module is cut into chunks; random bytes never hang it', async () => {
+  const real = new Uint8Array(readFileSync(wasmPath));
+  let seed = 42;
+  const rand = (n) => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) % n; }; // xorshift32
+  for (const [bytes, cap] of [[real, 24 << 20], [real, 0], [fakeModule(1), 65536], [real.subarray(0, 100), 1 << 20]]) {
+    const want = capMemory(bytes, cap);
+    for (let round = 0; round < 8; round++) {
+      const chunks = [];
+      for (let i = 0; i < bytes.length;) {
+        const n = 1 + rand(round < 2 ? 4096 : 100000);
+        chunks.push(bytes.slice(i, i + n));
+        i += n;
+      }
+      const got = new Uint8Array(await new Response(new Blob(chunks).stream().pipeThrough(capMemoryStream(cap))).arrayBuffer());
+      assert.deepEqual(got, want, `cap ${cap}, round ${round}`);
+    }
+  }
+  for (let i = 0; i < 2000; i++) {
+    const junk = new Uint8Array(rand(64));
+    for (let j = 0; j < junk.length; j++) junk[j] = rand(256);
+    if (i % 2) junk.set([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0].slice(0, junk.length));
+    try {
+      capMemory(junk, 65536);
+    } catch (e) {
+      assert.match(String(e), /keyclaim: /);
+    }
+  }
 });
 
 test('a call past the memory cap traps; the instance is discarded and the next call succeeds', async () => {
@@ -185,6 +214,8 @@ test('errors: KeyclaimError carries the errcode; invoke returns the envelope unc
   assert.throws(() => e.tracker({ max_entries: -1 }), (err) => err.errcode === 'M_INVALID_PARAM');
   assert.throws(() => e.invoke('no_such_op', '{}'), (err) => err instanceof KeyclaimError && err.errcode === 'M_UNKNOWN');
   assert.throws(() => e.invoke('tracker_new', '{}'), (err) => err.errcode === 'M_UNKNOWN');
+  assert.throws(() => e.invoke('alloc', '{}'), (err) => err.errcode === 'M_UNKNOWN');
+  assert.throws(() => e.invoke('memory', '{}'), (err) => err.errcode === 'M_UNKNOWN');
   // Bytes in, the same bytes out as from a string.
   assert.deepEqual(e.invoke('parse_claim', new TextEncoder().encode(small)), e.invoke('parse_claim', small));
   // A tracker after free() refuses to run; its handle is 0.
