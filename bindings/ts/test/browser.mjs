@@ -2,7 +2,7 @@
 // package's browser build from a loopback static server, as a web application would.
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, normalize, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,7 @@ const pkg = dirname(createRequire(import.meta.url).resolve('keyclaim/package.jso
 const TYPES = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html', '.json': 'application/json' };
 // What the server serves: the package as installed (its exports' browser build) and this folder.
 const ROOTS = { '/keyclaim/': pkg, '/test/': here };
+const browserEntry = JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')).exports['.'].browser.replace(/^\.\//, '');
 
 function startServer() {
   const server = createServer(async (req, res) => {
@@ -24,7 +25,10 @@ function startServer() {
       return;
     }
     res.writeHead(200, { 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream', 'Cache-Control': 'no-store' });
-    res.end(await readFile(file));
+    let body = await readFile(file);
+    // The page's import map sends "keyclaim" where the package's exports send a browser.
+    if (path === '/test/page.html') body = body.toString().replace('BROWSER_ENTRY', `/keyclaim/${browserEntry}`);
+    res.end(body);
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
