@@ -198,10 +198,6 @@ export class Instance {
     }
   }
 
-  get stderr(): string {
-    return this.p.text;
-  }
-
   memoryBytes(): number {
     return this.x.memory.buffer.byteLength;
   }
