@@ -14,7 +14,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-node test-python bench-python test-client test-compat test-synapse bench bench-server run lint check fuzz clean
+.PHONY: help build wasm test test-go test-ts test-python bench-python test-client test-compat test-synapse bench bench-ts bench-server run lint check fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,7 +38,7 @@ $(EMBED): $(WASM)
 	@mkdir -p $(dir $@)
 	cp $(WASM) $@
 
-test: test-go test-node test-python test-client test-compat test-synapse ## run every test: the Go suites, the vectors on Node.js and wasmtime, a real client's crypto library, the client compatibility matrix, a real Synapse
+test: test-go test-ts test-python test-client test-compat test-synapse ## run every test: the Go suites, the TypeScript package (Node.js and Chromium), the Python package (wasmtime), a real client's crypto library, the client compatibility matrix, a real Synapse
 	@echo "make test: every test passed"
 
 test-go: wasm ## the Go tests of every package, then the server suite through the wasm engine (starts PostgreSQL when it can)
@@ -47,8 +47,8 @@ test-go: wasm ## the Go tests of every package, then the server suite through th
 		KEYCLAIM_TEST_ENGINE=wasm $(GO) test -count=1 ./hostserver/
 	@echo "make test-go: all Go tests passed"
 
-test-node: wasm ## the shared vectors through the module on Node.js (V8), with bindings/node's minimal host
-	cd bindings/node && node --test
+test-ts: wasm ## the npm package keyclaim (bindings/ts): build, npm pack, install into var/ts-test, every vector on Node.js and in Chromium (apt-get installs chromium if absent)
+	bash bindings/ts/scripts/test.sh
 
 PYVENV := var/python-venv
 PYTOOLS := var/python-tools
@@ -94,11 +94,14 @@ test-compat: build ## the client compatibility matrix: matrix-nio, mautrix-pytho
 	bash clienttest/compat/install.sh
 	$(GO) test -tags compat -count=1 ./clienttest/compat/
 
-bench: wasm ## run the benchmarks (core, wasm host, engines, store, the module on Node.js, then the server load driver)
+bench: wasm ## run the benchmarks (core, wasm host, engines, store, the TypeScript package on Node.js and Chromium, the Python package, then the server load driver)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/ ./hostserver/store/
-	cd bindings/node && node bench.mjs
+	$(MAKE) bench-ts
 	$(MAKE) bench-python
 	$(MAKE) bench-server
+
+bench-ts: wasm ## complete_client through the TypeScript package, typed vs raw invoke, on Node.js and in Chromium
+	bash bindings/ts/scripts/test.sh bench
 
 bench-server: build ## load-test dist/keyclaim-server on loopback (native and wasm engines)
 	$(GO) run ./bench/loaddriver --server-binary $(SERVER) --engine native,wasm
