@@ -260,6 +260,8 @@ const (
 // postgresStore is the PostgreSQL backend. Several server processes may share one database.
 type postgresStore struct {
 	pool *pgxpool.Pool
+	// group runs concurrent claims in one transaction (see groupCommit).
+	group groupCommit
 }
 
 // openPostgres connects to PostgreSQL and migrates the schema.
@@ -273,6 +275,7 @@ func openPostgres(ctx context.Context, dsn string) (Store, error) {
 		return nil, fmt.Errorf("store: postgres: connect: %w", err)
 	}
 	s := &postgresStore{pool: pool}
+	s.group = groupCommit{claim: s.claimRounds, maxWants: groupMaxWants}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("store: postgres: migrate: %w", err)
@@ -554,13 +557,16 @@ func (s *postgresStore) QueryDevices(ctx context.Context, req map[string][]strin
 // A device that does not exist when the locks are taken is not claimed from: that claim is
 // ordered before the device's first upload.
 func (s *postgresStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error) {
-	wants = dedupeWants(wants)
-	if len(wants) == 0 {
-		return []Claimed{}, nil
-	}
+	return s.group.Claim(ctx, wants)
+}
+
+// claimRounds claims the wants of every round (distinct wants within a round; see groupCommit)
+// in one transaction: lock the devices of all rounds (the first round names every device), then
+// one claim statement per round, each with a fresh snapshot that sees the rounds before it.
+func (s *postgresStore) claimRounds(ctx context.Context, rounds [][]Want) ([][]Claimed, error) {
 	var devUsers, devIDs []string
-	seen := make(map[[2]string]bool, len(wants))
-	for _, w := range wants {
+	seen := make(map[[2]string]bool, len(rounds[0]))
+	for _, w := range rounds[0] {
 		if d := [2]string{w.User, w.Device}; !seen[d] {
 			seen[d] = true
 			devUsers = append(devUsers, w.User)
@@ -568,9 +574,8 @@ func (s *postgresStore) Claim(ctx context.Context, wants []Want) ([]Claimed, err
 		}
 	}
 
-	var out []Claimed
+	out := make([][]Claimed, len(rounds))
 	err := s.inTx(ctx, "claim", func(tx pgx.Tx) error {
-		out = out[:0]
 		locked := make(map[[2]string]bool, len(devUsers))
 		rows, _ := tx.Query(ctx, pgLockDevices, devUsers, devIDs)
 		var user, device string
@@ -580,50 +585,59 @@ func (s *postgresStore) Claim(ctx context.Context, wants []Want) ([]Claimed, err
 		}); err != nil {
 			return fmt.Errorf("lock devices: %w", err)
 		}
-
-		var wUsers, wDevices, wAlgs []string
-		var wIndex []int // position in wants of each want passed on (ord - 1)
-		for i, w := range wants {
-			if locked[[2]string{w.User, w.Device}] {
-				wUsers = append(wUsers, w.User)
-				wDevices = append(wDevices, w.Device)
-				wAlgs = append(wAlgs, w.Algorithm)
-				wIndex = append(wIndex, i)
+		for r, wants := range rounds {
+			got := make([]Claimed, len(wants))
+			out[r] = got
+			if err := pgClaimRound(ctx, tx, wants, locked, got); err != nil {
+				return err
 			}
-		}
-		if len(wIndex) == 0 {
-			return nil
-		}
-
-		rows, _ = tx.Query(ctx, pgClaim, wUsers, wDevices, wAlgs)
-		var ord int64
-		var keyID, kind string
-		var key []byte
-		lost := 0
-		if _, err := pgx.ForEachRow(rows, []any{&ord, &keyID, &key, &kind}, func() error {
-			if kind == "lost" {
-				lost++
-				return nil
-			}
-			if ord < 1 || int(ord) > len(wIndex) {
-				return fmt.Errorf("claim returned ordinal %d of %d", ord, len(wIndex))
-			}
-			w := wants[wIndex[ord-1]]
-			out = append(out, Claimed{User: w.User, Device: w.Device, KeyID: keyID, Key: key, Fallback: kind == "fallback"})
-			return nil
-		}); err != nil {
-			return fmt.Errorf("claim: %w", err)
-		}
-		if lost > 0 {
-			return fmt.Errorf("%d of %d: %w", lost, len(wIndex), errLostRace)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: claim: %w", err)
 	}
-	if out == nil {
-		out = []Claimed{}
-	}
 	return out, nil
+}
+
+// pgClaimRound claims one key for each of wants (distinct) whose device is locked, with one
+// statement, and stores each key in got at the position of its want.
+func pgClaimRound(ctx context.Context, tx pgx.Tx, wants []Want, locked map[[2]string]bool, got []Claimed) error {
+	var wUsers, wDevices, wAlgs []string
+	var wIndex []int // position in wants of each want passed on (ord - 1)
+	for i, w := range wants {
+		if locked[[2]string{w.User, w.Device}] {
+			wUsers = append(wUsers, w.User)
+			wDevices = append(wDevices, w.Device)
+			wAlgs = append(wAlgs, w.Algorithm)
+			wIndex = append(wIndex, i)
+		}
+	}
+	if len(wIndex) == 0 {
+		return nil
+	}
+	rows, _ := tx.Query(ctx, pgClaim, wUsers, wDevices, wAlgs)
+	var ord int64
+	var keyID, kind string
+	var key []byte
+	lost := 0
+	if _, err := pgx.ForEachRow(rows, []any{&ord, &keyID, &key, &kind}, func() error {
+		if kind == "lost" {
+			lost++
+			return nil
+		}
+		if ord < 1 || int(ord) > len(wIndex) || got[wIndex[ord-1]].KeyID != "" {
+			return fmt.Errorf("claim returned ordinal %d of %d", ord, len(wIndex))
+		}
+		i := wIndex[ord-1]
+		w := wants[i]
+		got[i] = Claimed{User: w.User, Device: w.Device, KeyID: keyID, Key: key, Fallback: kind == "fallback"}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("claim: %w", err)
+	}
+	if lost > 0 {
+		return fmt.Errorf("%d of %d: %w", lost, len(wIndex), errLostRace)
+	}
+	return nil
 }
