@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,8 @@ import (
 //   - a request is answered only after the transaction that holds its claims has committed;
 //   - a group whose transaction fails is not failed as a whole: each of its requests is run
 //     again alone, in arrival order, in a transaction of its own, and only a request that fails
-//     alone is failed (isolate and retry);
+//     alone is failed (isolate and retry); except when the database stayed unreachable
+//     (ErrUnavailable, after the store's own retries): that fails the group at once;
 //   - the claim that arrived first leads the next group (first come, first served); there is no
 //     waiting for a group to fill: a lone claim runs at once, and a group is whatever queued
 //     while the previous transaction ran.
@@ -196,6 +198,15 @@ func (g *groupCommit) run(calls []*claimCall) {
 		}
 		for i, m := range live {
 			m.setAnswer([][]Claimed{per[i]}, nil)
+		}
+		return
+	}
+
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// Not a failure of one request: the database stayed unreachable for the whole budget,
+		// or every member went away. Running each alone would only wait that long again.
+		for _, m := range live {
+			m.err = err
 		}
 		return
 	}

@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -346,28 +350,115 @@ func (s *postgresStore) Close() error {
 // inTx runs fn in a READ COMMITTED transaction: every statement sees what was committed before
 // it started, which is what the locking of Upload and Claim relies on. A serialization failure, a
 // deadlock or a lost race rolls back and runs fn again, at most postgresMaxAttempts times in
-// all, each retry logged. fn must not keep state between attempts.
+// all, each retry logged. A lost connection (the database restarting, a failover, a broken
+// socket) is retried too, within the time budget of retryUnavailable. fn must not keep state
+// between attempts.
 func (s *postgresStore) inTx(ctx context.Context, op string, fn func(pgx.Tx) error) error {
-	backoff := 5 * time.Millisecond
+	return s.retryUnavailable(ctx, op, func() error {
+		backoff := 5 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, fn)
+			if err == nil || !retryable(err) {
+				return err
+			}
+			if attempt == postgresMaxAttempts {
+				slog.ErrorContext(ctx, "store: postgres: transaction failed, giving up",
+					"op", op, "attempts", attempt, "err", err)
+				return fmt.Errorf("after %d attempts: %w", attempt, err)
+			}
+			slog.WarnContext(ctx, "store: postgres: retrying transaction",
+				"op", op, "attempt", attempt, "err", err)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w (retrying after: %w)", ctx.Err(), err)
+			case <-time.After(backoff):
+			}
+			backoff *= 2
+		}
+	})
+}
+
+// postgresRetryBudget bounds how long an operation retries while the database is unreachable,
+// when its context has no deadline of its own (an earlier deadline wins). It is the default
+// request timeout of a claim (BRIEF section 2): a restart of PostgreSQL (a few seconds) is
+// ridden through; an outage longer than that is answered ErrUnavailable (HTTP 503).
+const postgresRetryBudget = 10 * time.Second
+
+// retryUnavailable runs op and, while it fails because the database cannot be reached, runs it
+// again (backing off from 20 ms to 500 ms) until it succeeds, fails otherwise, or the time
+// budget ends: the context's deadline, or postgresRetryBudget after the first failure. It then
+// returns the last error wrapped in ErrUnavailable.
+//
+// Why running again is safe: a transaction that never started, or whose connection broke before
+// COMMIT, was rolled back by PostgreSQL (a session that ends aborts its transaction), so running
+// it again is running it for the first time. The one uncertain case is a connection that breaks
+// after COMMIT was sent and before its answer came: the transaction may have committed. Running a
+// claim again then claims the next keys, and the keys of the first run are spent without being
+// answered, as when a client goes away after the commit: never handed out twice. Running an
+// upload again stores nothing twice (an identical re-upload is a no-op).
+func (s *postgresStore) retryUnavailable(ctx context.Context, op string, run func() error) error {
+	var giveUp time.Time
+	backoff := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, fn)
-		if err == nil || !retryable(err) {
+		err := run()
+		if err == nil || !unreachable(ctx, err) {
 			return err
 		}
-		if attempt == postgresMaxAttempts {
-			slog.ErrorContext(ctx, "store: postgres: transaction failed, giving up",
-				"op", op, "attempts", attempt, "err", err)
-			return fmt.Errorf("after %d attempts: %w", attempt, err)
+		now := time.Now()
+		if giveUp.IsZero() {
+			giveUp = now.Add(postgresRetryBudget)
+			if d, ok := ctx.Deadline(); ok && d.Before(giveUp) {
+				giveUp = d
+			}
 		}
-		slog.WarnContext(ctx, "store: postgres: retrying transaction",
+		if now.Add(backoff).After(giveUp) {
+			slog.ErrorContext(ctx, "store: postgres: database unreachable, giving up",
+				"op", op, "attempts", attempt, "err", err)
+			return fmt.Errorf("%w: %s after %d attempts: %w", ErrUnavailable, op, attempt, err)
+		}
+		level := slog.LevelDebug // one warning per operation is enough
+		if attempt == 1 {
+			level = slog.LevelWarn
+		}
+		slog.Log(ctx, level, "store: postgres: database unreachable, retrying",
 			"op", op, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (retrying after: %w)", ctx.Err(), err)
+			return fmt.Errorf("%w: %s: %w (retrying after: %w)", ErrUnavailable, op, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
-		backoff *= 2
+		backoff = min(2*backoff, 500*time.Millisecond)
 	}
+}
+
+// unreachable reports whether err means that the database could not be reached or dropped the
+// connection, as opposed to an answer of the database to the statements (which running them
+// again would not change) or the end of ctx.
+func unreachable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection_exception and its subclasses
+			pgErr.Code == "57P01", // admin_shutdown: the server is shutting down (restart)
+			pgErr.Code == "57P02", // crash_shutdown
+			pgErr.Code == "57P03", // cannot_connect_now: starting up, or shutting down
+			pgErr.Code == "53300": // too_many_connections
+			return true
+		}
+		return false
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return pgconn.SafeToRetry(err) || errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
+		strings.Contains(err.Error(), "conn closed")
 }
 
 // retryable reports whether a failed transaction may succeed when run again.
@@ -496,7 +587,11 @@ func pgCountKeys(ctx context.Context, q interface {
 
 // Counts implements Store.
 func (s *postgresStore) Counts(ctx context.Context, user, device string) (Counts, error) {
-	counts, err := pgCountKeys(ctx, s.pool, user, device)
+	var counts Counts
+	err := s.retryUnavailable(ctx, "counts", func() (err error) {
+		counts, err = pgCountKeys(ctx, s.pool, user, device)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
@@ -522,13 +617,20 @@ func (s *postgresStore) QueryDevices(ctx context.Context, req map[string][]strin
 		return out, nil
 	}
 
-	rows, _ := s.pool.Query(ctx, pgQueryDevices, allUsers, pairUsers, pairDevices)
-	var user, device string
-	var keys []byte
-	if _, err := pgx.ForEachRow(rows, []any{&user, &device, &keys}, func() error {
-		out[user][device] = keys
-		return nil
-	}); err != nil {
+	err := s.retryUnavailable(ctx, "query devices", func() error {
+		for _, devs := range out {
+			clear(devs)
+		}
+		rows, _ := s.pool.Query(ctx, pgQueryDevices, allUsers, pairUsers, pairDevices)
+		var user, device string
+		var keys []byte
+		_, err := pgx.ForEachRow(rows, []any{&user, &device, &keys}, func() error {
+			out[user][device] = keys
+			return nil
+		})
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("store: postgres: query devices: %w", err)
 	}
 	return out, nil
