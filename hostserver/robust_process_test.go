@@ -193,7 +193,10 @@ func serverArgs(db, tokens string) []string {
 //     uploads spread over two processes that share one database (skipped without
 //     KEYCLAIM_TEST_POSTGRES);
 //   - "crash/<store>": SIGKILL during claims and uploads, restart on the same database, then the
-//     conservation of every key (see runCrash).
+//     conservation of every key (see runCrash);
+//   - "replica killed": two processes on one PostgreSQL share the requests (as behind a load
+//     balancer); one is killed with SIGKILL under load, the other keeps serving until every
+//     device is drained; the same conservation checks (runCrash with replica).
 func TestRobustProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("server processes skipped in -short mode")
@@ -234,8 +237,14 @@ func TestRobustProcesses(t *testing.T) {
 	t.Run("crash", func(t *testing.T) {
 		forEachStore(t, func(t *testing.T, b backend) {
 			db := b.freshDB(t) // skips PostgreSQL first when it is not configured
-			runCrash(t, binary(t), db)
+			runCrash(t, binary(t), db, false)
 		})
+	})
+
+	// Two replicas behind a load balancer: one is killed under load, the other keeps serving.
+	t.Run("replica killed", func(t *testing.T) {
+		db := postgresBackend.freshDB(t)
+		runCrash(t, binary(t), db, true)
 	})
 }
 
@@ -275,7 +284,11 @@ var crashSize = struct {
 //     naming the device (uploads answered 200 are all there: they are received, remaining or
 //     among those lost);
 //   - answers are complete and each claimer sees a device's keys oldest batch first.
-func runCrash(t *testing.T, bin, db string) {
+//
+// With replica, a second process (the replica) runs on the same database from the start and
+// gets every other request of phase 1, as behind a load balancer; after the SIGKILL of the
+// first, phase 2 runs on the replica, which was never stopped.
+func runCrash(t *testing.T, bin, db string, replica bool) {
 	size := crashSize
 	seed := robustSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0x637261736800))
@@ -292,6 +305,13 @@ func runCrash(t *testing.T, bin, db string) {
 
 	first := startProc(t, bin, "first", args...)
 	first.ready()
+	bases := []string{first.base}
+	var other *serverProc
+	if replica {
+		other = startProc(t, bin, "replica", args...)
+		other.ready()
+		bases = append(bases, other.base)
+	}
 	l.setup(t, ctx, hc, first.base, size.batches, size.keysPerBatch)
 
 	uploaders := make([]*uploader, size.uploaders)
@@ -319,7 +339,7 @@ func runCrash(t *testing.T, bin, db string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := l.uploadLoop(phase1, hc, u, []string{first.base}, size.phase1Uploads, size.uploadKeys, size.uploadPause); err != nil {
+			if err := l.uploadLoop(phase1, hc, u, bases, size.phase1Uploads, size.uploadKeys, size.uploadPause); err != nil {
 				unanswered.Add(1)
 			}
 		}()
@@ -328,7 +348,7 @@ func runCrash(t *testing.T, bin, db string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := l.claimLoop(phase1, hc, c, []string{first.base}, &uploadsDone, size.maxRequestsPerClaimer, size.maxDevices); err != nil {
+			if err := l.claimLoop(phase1, hc, c, bases, &uploadsDone, size.maxRequestsPerClaimer, size.maxDevices); err != nil {
 				unanswered.Add(1)
 			}
 		}()
@@ -377,9 +397,12 @@ func runCrash(t *testing.T, bin, db string) {
 		t.FailNow()
 	}
 
-	// Phase 2: the same database, a new process.
-	second := startProc(t, bin, "second", args...)
-	second.ready()
+	// Phase 2: the same database, a new process (or the replica, still running).
+	second := other
+	if !replica {
+		second = startProc(t, bin, "second", args...)
+		second.ready()
+	}
 	phase2, stop2 := context.WithTimeout(ctx, size.timeout)
 	defer stop2()
 	// The claimers start with the uploads; uploadsDone turns true when every uploader is done.
