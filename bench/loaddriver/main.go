@@ -87,6 +87,7 @@ type options struct {
 	jsonPath       string
 	timeout        time.Duration
 	seed           uint64
+	replicas       int
 }
 
 func main() {
@@ -128,6 +129,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file (- for stdout, instead of Markdown)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the generated keys")
+	fs.IntVar(&o.replicas, "replicas", 1, "server processes on the one database (with --db), the clients spread over them in turn as by a load balancer; server CPU is their sum")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: loaddriver --server-binary dist/keyclaim-server [flags]\n\nStarts the keys server on 127.0.0.1, uploads keys and measures /keys/claim; prints a Markdown report.\n\n")
 		fs.PrintDefaults()
@@ -172,6 +174,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.duration <= 0 || o.duration > 10*time.Minute {
 		return o, fmt.Errorf("--duration %v: want more than 0 and at most 10m", o.duration)
+	}
+	if o.replicas < 1 || o.replicas > 8 || (o.replicas > 1 && o.db == "") {
+		return o, fmt.Errorf("--replicas %d: want 1 to 8, and more than 1 only with --db (a PostgreSQL database)", o.replicas)
 	}
 	if o.uploadClients < 1 {
 		return o, errors.New("--upload-clients must be at least 1")
@@ -223,6 +228,7 @@ type Settings struct {
 type Run struct {
 	Engine         string  `json:"engine"`
 	DB             string  `json:"db"`
+	Replicas       int     `json:"replicas"`
 	ServerCommand  string  `json:"server_command"`
 	StartSeconds   float64 `json:"start_seconds"`
 	UploadSeconds  float64 `json:"upload_seconds"`
@@ -347,7 +353,7 @@ type server struct {
 }
 
 // startServer starts the binary on a free loopback port with a database and the token file.
-func startServer(ctx context.Context, o options, bin, engine, db, tokens, dir string) (*server, error) {
+func startServer(ctx context.Context, o options, bin, engine, db, tokens, dir string, replica int) (*server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -361,7 +367,7 @@ func startServer(ctx context.Context, o options, bin, engine, db, tokens, dir st
 	if engine == "wasm" && o.wasmModule != "" {
 		args = append(args, "--wasm-module", o.wasmModule)
 	}
-	logPath := filepath.Join(dir, "server-"+engine+".log")
+	logPath := filepath.Join(dir, fmt.Sprintf("server-%s-%d.log", engine, replica))
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -473,6 +479,19 @@ func (s *server) cpuSeconds() (float64, error) {
 	return float64(ut+st) / clockTicks, nil
 }
 
+// cpuSeconds returns the CPU time the server processes have used so far, together.
+func cpuSeconds(srvs []*server) (float64, error) {
+	total := 0.0
+	for _, s := range srvs {
+		c, err := s.cpuSeconds()
+		if err != nil {
+			return 0, err
+		}
+		total += c
+	}
+	return total, nil
+}
+
 // selfCPUSeconds returns the CPU time of the driver itself (the clients).
 func selfCPUSeconds() float64 {
 	var ru syscall.Rusage
@@ -535,13 +554,24 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 		db, dbName = "sqlite:"+filepath.Join(dir, "bench.db"), "SQLite"
 	}
 	start := time.Now()
-	srv, err := startServer(ctx, o, bin, engine, db, tokens, dir)
-	if err != nil {
-		return nil, err
+	var srvs []*server
+	defer func() {
+		for _, s := range srvs {
+			s.stop()
+		}
+	}()
+	for i := 0; i < o.replicas; i++ {
+		srv, err := startServer(ctx, o, bin, engine, db, tokens, dir, i)
+		if err != nil {
+			return nil, err
+		}
+		srvs = append(srvs, srv)
 	}
-	defer srv.stop()
-	r := &Run{Engine: engine, DB: dbName, ServerCommand: srv.command, StartSeconds: time.Since(start).Seconds()}
-	logf("%s: server pid %d ready at %s in %.1fs", engine, srv.pid, srv.base, r.StartSeconds)
+	srv := srvs[0]
+	r := &Run{Engine: engine, DB: dbName, Replicas: o.replicas, ServerCommand: srv.command, StartSeconds: time.Since(start).Seconds()}
+	for _, s := range srvs {
+		logf("%s: server pid %d ready at %s in %.1fs", engine, s.pid, s.base, r.StartSeconds)
+	}
 
 	maxClients := slices.Max(o.clients)
 	hc := &http.Client{
@@ -566,7 +596,7 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 
 	var cursor atomic.Int64
 	if o.warmup > 0 {
-		if _, err := measure(ctx, hc, srv, fl, &cursor, 10, maxClients, o.warmup, warmupCap); err != nil {
+		if _, err := measure(ctx, hc, srvs, fl, &cursor, 10, maxClients, o.warmup, warmupCap); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -575,7 +605,7 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			c, err := measure(ctx, hc, srv, fl, &cursor, size, clients, o.duration, cellCap)
+			c, err := measure(ctx, hc, srvs, fl, &cursor, size, clients, o.duration, cellCap)
 			if err != nil {
 				return nil, fmt.Errorf("%d devices x %d clients: %w", size, clients, err)
 			}
@@ -587,10 +617,12 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 			r.Cells = append(r.Cells, c)
 		}
 	}
-	select {
-	case <-srv.exited:
-		return nil, fmt.Errorf("the server exited during the run (%v); its log:\n%s", srv.waitErr, srv.logTail())
-	default:
+	for _, srv := range srvs {
+		select {
+		case <-srv.exited:
+			return nil, fmt.Errorf("the server exited during the run (%v); its log:\n%s", srv.waitErr, srv.logTail())
+		default:
+		}
 	}
 	return r, nil
 }
@@ -670,7 +702,7 @@ func uploadBody(buf []byte, rng *rand.Rand, fl fleet, i, keys int) []byte {
 
 // measure runs one cell: clients goroutines send claims of size devices each, consecutive
 // devices from the shared cursor, until dur has passed or maxClaims device-claims were sent.
-func measure(ctx context.Context, hc *http.Client, srv *server, fl fleet, cursor *atomic.Int64, size, clients int, dur time.Duration, maxClaims int) (*Cell, error) {
+func measure(ctx context.Context, hc *http.Client, srvs []*server, fl fleet, cursor *atomic.Int64, size, clients int, dur time.Duration, maxClaims int) (*Cell, error) {
 	// Align the cursor so that no request wraps around the device list or splits a user.
 	if rem := cursor.Load() % int64(size); rem != 0 {
 		cursor.Add(int64(size) - rem)
@@ -680,7 +712,7 @@ func measure(ctx context.Context, hc *http.Client, srv *server, fl fleet, cursor
 	var mu sync.Mutex
 	var latencies []time.Duration
 	var stoppedByCount atomic.Bool
-	cpu0, err := srv.cpuSeconds()
+	cpu0, err := cpuSeconds(srvs)
 	if err != nil {
 		return nil, err
 	}
@@ -690,6 +722,7 @@ func measure(ctx context.Context, hc *http.Client, srv *server, fl fleet, cursor
 	var wg sync.WaitGroup
 	for w := 0; w < clients; w++ {
 		wg.Add(1)
+		srv := srvs[w%len(srvs)] // client w talks to replica w mod n, as a load balancer would
 		go func() {
 			defer wg.Done()
 			var lat []time.Duration
@@ -739,7 +772,7 @@ func measure(ctx context.Context, hc *http.Client, srv *server, fl fleet, cursor
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu1, err := srv.cpuSeconds()
+	cpu1, err := cpuSeconds(srvs)
 	if err != nil {
 		return nil, err
 	}
@@ -912,8 +945,12 @@ func markdown(rep *Report) string {
 	}
 	p("\n\n")
 	for _, r := range rep.Runs {
-		p("Engine **%s**, %s: server ready in %.1f s; %d keys uploaded in %.1f s; load average after the upload %s.\n\n",
-			r.Engine, r.DB, r.StartSeconds, r.UploadedKeys, r.UploadSeconds, r.LoadAfterSetup)
+		replicas := ""
+		if r.Replicas > 1 {
+			replicas = fmt.Sprintf(" (%d server processes on the one database, clients spread over them; server CPU is their sum)", r.Replicas)
+		}
+		p("Engine **%s**, %s%s: server ready in %.1f s; %d keys uploaded in %.1f s; load average after the upload %s.\n\n",
+			r.Engine, r.DB, replicas, r.StartSeconds, r.UploadedKeys, r.UploadSeconds, r.LoadAfterSetup)
 	}
 	p("| engine | devices/request | clients | requests | device-claims | device-claims/s | p50 | p99 | server CPU/device | driver CPU/device | stopped by |\n")
 	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
