@@ -29,7 +29,10 @@ import (
 //     (ErrUnavailable, after the store's own retries): that fails the group at once;
 //   - the claim that arrived first leads the next group (first come, first served); there is no
 //     waiting for a group to fill: a lone claim runs at once, and a group is whatever queued
-//     while the previous transaction ran.
+//     while the previous transaction ran;
+//   - up to maxInFlight groups run at once (SQLite 1, PostgreSQL postgresGroupsInFlight): groups
+//     in flight together are ordered by the database like any concurrent transactions (the
+//     device locks on PostgreSQL), as concurrent requests were before.
 //
 // A request whose context ends while it waits leaves the queue and gets the context's error;
 // one whose context ends while its group runs gets the error too (its claims may commit: as
@@ -42,15 +45,22 @@ type groupCommit struct {
 	claim func(ctx context.Context, rounds [][]Want) ([][]Claimed, error)
 	// maxWants bounds the wants of a group; a request of more wants is a group of its own.
 	maxWants int
+	// maxInFlight bounds the groups whose transactions run at once (at least 1). SQLite has one
+	// writer: 1. PostgreSQL runs transactions side by side and flushes the WAL of commits that
+	// wait together once, so a few groups in flight overlap their round trips and flushes.
+	maxInFlight int
 
-	mu    sync.Mutex
-	busy  bool         // a group is being formed or run; new claims queue
-	queue []*claimCall // waiting claims, in arrival order
+	mu       sync.Mutex
+	inFlight int          // groups being formed or run; at maxInFlight, new claims queue
+	queue    []*claimCall // waiting claims, in arrival order
 
 	// Counters for tests and benchmarks: groups run, requests claimed in them, groups whose
 	// transaction failed and whose requests were run again alone.
 	groups, requests, isolated atomic.Int64
 }
+
+// postgresGroupsInFlight is maxInFlight of the PostgreSQL store.
+const postgresGroupsInFlight = 4
 
 // groupMaxWants is the default bound on the wants of one group: large enough for a burst of 8
 // claims of 1,000 devices, small enough that a group's transaction holds the writer (SQLite) or
@@ -86,7 +96,7 @@ func (g *groupCommit) Claim(ctx context.Context, wants []Want) ([]Claimed, error
 	}
 	c := &claimCall{ctx: ctx, wants: wants}
 	g.mu.Lock()
-	if g.busy {
+	if g.inFlight >= max(1, g.maxInFlight) {
 		c.wake = make(chan struct{}, 1)
 		g.queue = append(g.queue, c)
 		g.mu.Unlock()
@@ -114,7 +124,7 @@ func (g *groupCommit) Claim(ctx context.Context, wants []Want) ([]Claimed, error
 			return c.got, c.err
 		}
 	} else {
-		g.busy = true
+		g.inFlight++
 		g.mu.Unlock()
 	}
 	g.lead(c)
@@ -155,7 +165,7 @@ func (g *groupCommit) lead(c *claimCall) {
 		next.state = callLeading
 		next.wake <- struct{}{}
 	} else {
-		g.busy = false
+		g.inFlight--
 	}
 	g.mu.Unlock()
 }

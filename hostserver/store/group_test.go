@@ -46,8 +46,14 @@ type gatedGroup struct {
 // gate makes the next transaction of s's group commit wait (after it is entered) until
 // gatedGroup.open; later transactions run freely. The original claim function is restored when
 // the test ends.
+//
+// It also lets only one group run at a time (PostgreSQL runs several), so that the claims started
+// after the held one queue behind it.
 func gate(t *testing.T, s Store) *gatedGroup {
 	g := groupOf(s)
+	inFlight := g.maxInFlight
+	g.maxInFlight = 1
+	t.Cleanup(func() { g.maxInFlight = inFlight })
 	gg := &gatedGroup{g: g, entered: make(chan struct{}), release: make(chan struct{})}
 	orig := g.claim
 	var first sync.Once

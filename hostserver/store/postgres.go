@@ -279,7 +279,7 @@ func openPostgres(ctx context.Context, dsn string) (Store, error) {
 		return nil, fmt.Errorf("store: postgres: connect: %w", err)
 	}
 	s := &postgresStore{pool: pool}
-	s.group = groupCommit{claim: s.claimRounds, maxWants: groupMaxWants}
+	s.group = groupCommit{claim: s.claimRounds, maxWants: groupMaxWants, maxInFlight: postgresGroupsInFlight}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("store: postgres: migrate: %w", err)
