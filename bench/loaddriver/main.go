@@ -88,6 +88,9 @@ type options struct {
 	timeout        time.Duration
 	seed           uint64
 	replicas       int
+	synapseURL     string
+	synapsePID     int
+	synapseFleet   string
 }
 
 func main() {
@@ -115,7 +118,10 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("loaddriver", flag.ContinueOnError)
 	var engines, sizes, clients string
 	fs.StringVar(&o.serverBinary, "server-binary", "", "the keyclaim-server binary to start (required), e.g. dist/keyclaim-server")
-	fs.StringVar(&engines, "engine", "native", "claim engine(s) of the server, comma-separated: native, wasm; each gets its own server and database")
+	fs.StringVar(&engines, "engine", "native", "claim engine(s) of the server, comma-separated: native, wasm, synapse (the homeserver of --synapse-url, for comparison); each gets its own server and database")
+	fs.StringVar(&o.synapseURL, "synapse-url", "", "with --engine synapse: the client API base URL of a running Synapse (make bench-synapse starts one)")
+	fs.IntVar(&o.synapsePID, "synapse-pid", 0, "with --engine synapse: its process ID (for its CPU time)")
+	fs.StringVar(&o.synapseFleet, "synapse-fleet", "", "with --engine synapse: a JSON file {server_name, run_id, tokens[], claimer_token} of registered users @load<run_id>-<k>, devices D0..D9, one token per device (scripts/bench-synapse.sh writes it)")
 	fs.StringVar(&o.db, "db", "", "postgres://... DSN to use instead of a temporary SQLite database (keys are added under fresh user IDs)")
 	fs.StringVar(&o.wasmModule, "wasm-module", "", "passed to the server as --wasm-module with --engine wasm (default: the embedded module)")
 	fs.StringVar(&sizes, "sizes", "1,10,100,1000", "devices per claim request, comma-separated")
@@ -145,8 +151,11 @@ func parseFlags(args []string) (options, error) {
 	}
 	for _, e := range strings.Split(engines, ",") {
 		e = strings.TrimSpace(e)
-		if e != "native" && e != "wasm" {
-			return o, fmt.Errorf("--engine: want native or wasm, got %q", e)
+		if e != "native" && e != "wasm" && e != "synapse" {
+			return o, fmt.Errorf("--engine: want native, wasm or synapse, got %q", e)
+		}
+		if e == "synapse" && (o.synapseURL == "" || o.synapsePID <= 0 || o.synapseFleet == "") {
+			return o, errors.New("--engine synapse needs --synapse-url, --synapse-pid and --synapse-fleet")
 		}
 		o.engines = append(o.engines, e)
 	}
@@ -507,18 +516,32 @@ func selfCPUSeconds() float64 {
 type fleet struct {
 	runID string
 	n     int
+	// An existing homeserver's users (--engine synapse): its server name, the token of each
+	// device and of the claimer. Empty for keyclaim, whose token file the driver writes.
+	server  string
+	tokens  []string
+	claimer string
 }
 
 // user returns the user of device i.
 func (f fleet) user(i int) string {
-	return "@load" + f.runID + "-" + strconv.Itoa(i/devicesPerUser) + ":" + serverName
+	server := serverName
+	if f.server != "" {
+		server = f.server
+	}
+	return "@load" + f.runID + "-" + strconv.Itoa(i/devicesPerUser) + ":" + server
 }
 
 // device returns the device ID of device i.
 func (f fleet) device(i int) string { return "D" + strconv.Itoa(i%devicesPerUser) }
 
 // token returns the access token of device i.
-func (f fleet) token(i int) string { return "tok-" + f.runID + "-" + strconv.Itoa(i) }
+func (f fleet) token(i int) string {
+	if f.tokens != nil {
+		return f.tokens[i]
+	}
+	return "tok-" + f.runID + "-" + strconv.Itoa(i)
+}
 
 // writeTokens writes the token file of the fleet, plus the claimers' token.
 func (f fleet) writeTokens(path string) error {
@@ -535,7 +558,12 @@ func (f fleet) writeTokens(path string) error {
 }
 
 // claimToken returns the access token the claimers use.
-func (f fleet) claimToken() string { return "tok-" + f.runID + "-claimer" }
+func (f fleet) claimToken() string {
+	if f.claimer != "" {
+		return f.claimer
+	}
+	return "tok-" + f.runID + "-claimer"
+}
 
 // runEngine starts a server with engine, uploads the keys, and measures every cell.
 func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warmupCap int, logf func(string, ...any)) (*Run, error) {
@@ -544,6 +572,9 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	if engine == "synapse" {
+		return runSynapse(ctx, o, cellCap, warmupCap, logf)
+	}
 	fl := fleet{runID: strconv.FormatInt(time.Now().UnixNano()%1e9, 36), n: o.devices}
 	tokens := filepath.Join(dir, "tokens.json")
 	if err := fl.writeTokens(tokens); err != nil {
@@ -590,6 +621,23 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 		return nil, err
 	}
 	r.UploadSeconds = time.Since(start).Seconds()
+	if err := measureAll(ctx, o, hc, srvs, fl, r, cellCap, warmupCap, logf); err != nil {
+		return nil, err
+	}
+	for _, srv := range srvs {
+		select {
+		case <-srv.exited:
+			return nil, fmt.Errorf("the server exited during the run (%v); its log:\n%s", srv.waitErr, srv.logTail())
+		default:
+		}
+	}
+	return r, nil
+}
+
+// measureAll runs the warm-up and every cell against srvs (whose keys are uploaded) into r.
+func measureAll(ctx context.Context, o options, hc *http.Client, srvs []*server, fl fleet, r *Run, cellCap, warmupCap int, logf func(string, ...any)) error {
+	engine := r.Engine
+	maxClients := slices.Max(o.clients)
 	r.UploadedKeys = o.devices * o.keysPerDevice
 	r.LoadAfterSetup = loadAverage()
 	logf("%s: uploaded %d one-time keys for %d devices in %.1fs; load average %s", engine, r.UploadedKeys, o.devices, r.UploadSeconds, r.LoadAfterSetup)
@@ -597,17 +645,17 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 	var cursor atomic.Int64
 	if o.warmup > 0 {
 		if _, err := measure(ctx, hc, srvs, fl, &cursor, 10, maxClients, o.warmup, warmupCap); err != nil {
-			return nil, fmt.Errorf("warm-up: %w", err)
+			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
 	for _, size := range o.sizes {
 		for _, clients := range o.clients {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return err
 			}
 			c, err := measure(ctx, hc, srvs, fl, &cursor, size, clients, o.duration, cellCap)
 			if err != nil {
-				return nil, fmt.Errorf("%d devices x %d clients: %w", size, clients, err)
+				return fmt.Errorf("%d devices x %d clients: %w", size, clients, err)
 			}
 			logf("%s: %4d devices x %d clients: %8.0f device-claims/s, p50 %.2f ms, p99 %.2f ms, server CPU %.1f µs/device (%d requests, %.1fs, stopped by %s)",
 				engine, size, clients, c.ClaimsPerSecond, c.P50MS, c.P99MS, c.ServerCPUPerDev, c.Requests, c.Seconds, c.StoppedBy)
@@ -617,12 +665,47 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 			r.Cells = append(r.Cells, c)
 		}
 	}
-	for _, srv := range srvs {
-		select {
-		case <-srv.exited:
-			return nil, fmt.Errorf("the server exited during the run (%v); its log:\n%s", srv.waitErr, srv.logTail())
-		default:
-		}
+	return nil
+}
+
+// synapseFleet is the --synapse-fleet file: users registered on the Synapse for this run.
+type synapseFleet struct {
+	ServerName   string   `json:"server_name"`
+	RunID        string   `json:"run_id"`
+	Tokens       []string `json:"tokens"` // of device i: user @load<run_id>-<i/10>, device D<i%10>
+	ClaimerToken string   `json:"claimer_token"`
+}
+
+// runSynapse runs the same workload against the running Synapse of --synapse-url: the same
+// uploads, the same cells. Its CPU time is that of --synapse-pid.
+func runSynapse(ctx context.Context, o options, cellCap, warmupCap int, logf func(string, ...any)) (*Run, error) {
+	data, err := os.ReadFile(o.synapseFleet)
+	if err != nil {
+		return nil, fmt.Errorf("--synapse-fleet: %w", err)
+	}
+	var sf synapseFleet
+	if err := json.Unmarshal(data, &sf); err != nil {
+		return nil, fmt.Errorf("--synapse-fleet: %w", err)
+	}
+	if len(sf.Tokens) != o.devices || sf.ClaimerToken == "" || sf.ServerName == "" {
+		return nil, fmt.Errorf("--synapse-fleet: %d tokens for --devices %d, server name %q", len(sf.Tokens), o.devices, sf.ServerName)
+	}
+	fl := fleet{runID: sf.RunID, n: o.devices, server: sf.ServerName, tokens: sf.Tokens, claimer: sf.ClaimerToken}
+	srv := &server{base: strings.TrimSuffix(o.synapseURL, "/"), pid: o.synapsePID, exited: make(chan struct{})}
+	if _, err := srv.cpuSeconds(); err != nil {
+		return nil, fmt.Errorf("--synapse-pid %d: %w", o.synapsePID, err)
+	}
+	r := &Run{Engine: "synapse", DB: "SQLite (Synapse)", Replicas: 1, ServerCommand: "Synapse at " + srv.base + " (scripts/bench-synapse.sh)"}
+	hc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: 2 * max(slices.Max(o.clients), o.uploadClients), DisableCompression: true}}
+	defer hc.CloseIdleConnections()
+	start := time.Now()
+	if err := upload(ctx, hc, srv.base, fl, o); err != nil {
+		return nil, err
+	}
+	r.UploadSeconds = time.Since(start).Seconds()
+	if err := measureAll(ctx, o, hc, []*server{srv}, fl, r, cellCap, warmupCap, logf); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -896,7 +979,7 @@ func evaluate(rep *Report) []*Target {
 	var native, wasm *Cell
 	for _, r := range rep.Runs {
 		c := r.cell(targetSize, targetClients)
-		if c == nil {
+		if c == nil || r.Engine == "synapse" { // Synapse is measured for comparison only
 			continue
 		}
 		note := ""
@@ -968,6 +1051,7 @@ func markdown(rep *Report) string {
 				c.P50MS, c.P99MS, c.ServerCPUPerDev, c.ClientCPUPerDev, c.StoppedBy)
 		}
 	}
+	p("%s", sideBySide(rep))
 	if len(rep.Targets) > 0 {
 		p("\n| target (issue 4) | engine | want | measured | met |\n|---|---|---|--:|---|\n")
 		for _, t := range rep.Targets {
@@ -986,6 +1070,37 @@ func markdown(rep *Report) string {
 				val = fmt.Sprintf("%.2f×", t.Measured)
 			}
 			p("| %s | %s | %s | %s | %s |\n", t.Name, t.Engine, t.Want, val, met)
+		}
+	}
+	return b.String()
+}
+
+// sideBySide renders, when Synapse was measured, each cell of keyclaim beside the same cell of
+// Synapse: device-claims per second and server CPU per device, and their ratios.
+func sideBySide(rep *Report) string {
+	var syn *Run
+	for _, r := range rep.Runs {
+		if r.Engine == "synapse" {
+			syn = r
+		}
+	}
+	if syn == nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n| engine vs Synapse | devices/request | clients | device-claims/s | Synapse | × | server CPU/device | Synapse | ÷ |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range rep.Runs {
+		if r == syn {
+			continue
+		}
+		for _, c := range r.Cells {
+			sc := syn.cell(c.Size, c.Clients)
+			if sc == nil || sc.ClaimsPerSecond == 0 || c.ServerCPUPerDev == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %.1f× | %.1f µs | %.1f µs | %.1f× |\n",
+				r.Engine, c.Size, c.Clients, thousands(c.ClaimsPerSecond), thousands(sc.ClaimsPerSecond),
+				c.ClaimsPerSecond/sc.ClaimsPerSecond, c.ServerCPUPerDev, sc.ServerCPUPerDev, sc.ServerCPUPerDev/c.ServerCPUPerDev)
 		}
 	}
 	return b.String()
