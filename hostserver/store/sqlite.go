@@ -192,6 +192,12 @@ var sqliteMigrations = []migration{
 			DELETE FROM one_time_keys WHERE pos > old.id << 32 AND pos < (old.id + 1) << 32;
 		END`,
 	}},
+	{version: 5, statements: []string{
+		// Batch numbers have not been drawn since version 4 (keys are numbered under their
+		// cursor): the table of version 1 that drew them is dropped (with its sqlite_sequence
+		// row). The PostgreSQL schema never had it (its upload_batch_seq is still used).
+		`DROP TABLE upload_batches`,
+	}},
 }
 
 // migration is one schema version: statements run in one transaction with its record in
