@@ -462,7 +462,7 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 	checkpointerDSN := path + "?" + pragmas
 
 	s := &sqliteStore{writeTurn: make(chan struct{}, 1)}
-	s.group = groupCommit{claim: s.claimRounds, maxWants: groupMaxWants, maxInFlight: 1}
+	s.group = groupCommit{claim: s.claimRounds, maxWants: groupMaxWants, maxInFlight: 1, yield: true}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
