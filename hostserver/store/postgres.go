@@ -354,18 +354,10 @@ func (s *postgresStore) Close() error {
 // socket) is retried too, within the time budget of retryUnavailable. fn must not keep state
 // between attempts.
 func (s *postgresStore) inTx(ctx context.Context, op string, fn func(pgx.Tx) error) error {
-	return s.attempts(ctx, op, func() error {
-		return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, fn)
-	})
-}
-
-// attempts runs a transaction (run) as inTx describes: again after a serialization failure, a
-// deadlock or a lost race (at most postgresMaxAttempts in all), and within retryUnavailable.
-func (s *postgresStore) attempts(ctx context.Context, op string, run func() error) error {
 	return s.retryUnavailable(ctx, op, func() error {
 		backoff := 5 * time.Millisecond
 		for attempt := 1; ; attempt++ {
-			err := run()
+			err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, fn)
 			if err == nil || !retryable(err) {
 				return err
 			}
@@ -685,8 +677,24 @@ func (s *postgresStore) claimRounds(ctx context.Context, rounds [][]Want) ([][]C
 	}
 
 	out := make([][]Claimed, len(rounds))
-	err := s.attempts(ctx, "claim", func() error {
-		return s.claimOnce(ctx, rounds, devUsers, devIDs, out)
+	err := s.inTx(ctx, "claim", func(tx pgx.Tx) error {
+		locked := make(map[[2]string]bool, len(devUsers))
+		rows, _ := tx.Query(ctx, pgLockDevices, devUsers, devIDs)
+		var user, device string
+		if _, err := pgx.ForEachRow(rows, []any{&user, &device}, func() error {
+			locked[[2]string{user, device}] = true
+			return nil
+		}); err != nil {
+			return fmt.Errorf("lock devices: %w", err)
+		}
+		for r, wants := range rounds {
+			got := make([]Claimed, len(wants))
+			out[r] = got
+			if err := pgClaimRound(ctx, tx, wants, locked, got); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: claim: %w", err)
@@ -694,67 +702,9 @@ func (s *postgresStore) claimRounds(ctx context.Context, rounds [][]Want) ([][]C
 	return out, nil
 }
 
-// claimOnce is one attempt of claimRounds: BEGIN and the lock of the devices are sent together
-// (one round trip instead of two; the lock runs inside the transaction BEGIN opened), then one
-// claim statement per round, then COMMIT. Whatever fails before COMMIT rolls back.
-func (s *postgresStore) claimOnce(ctx context.Context, rounds [][]Want, devUsers, devIDs []string, out [][]Claimed) (err error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	// A connection left inside a transaction (the ROLLBACK below failed too) is closed by
-	// Release rather than returned to the pool.
-	defer conn.Release()
-	open := false
-	defer func() {
-		if open {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_, _ = conn.Exec(rctx, "ROLLBACK")
-		}
-	}()
-
-	b := &pgx.Batch{}
-	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-	b.Queue(pgLockDevices, devUsers, devIDs)
-	br := conn.SendBatch(ctx, b)
-	open = true
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
-		return fmt.Errorf("begin: %w", err)
-	}
-	locked := make(map[[2]string]bool, len(devUsers))
-	rows, _ := br.Query()
-	var user, device string
-	if _, err := pgx.ForEachRow(rows, []any{&user, &device}, func() error {
-		locked[[2]string{user, device}] = true
-		return nil
-	}); err != nil {
-		_ = br.Close()
-		return fmt.Errorf("lock devices: %w", err)
-	}
-	if err := br.Close(); err != nil {
-		return fmt.Errorf("lock devices: %w", err)
-	}
-	for r, wants := range rounds {
-		got := make([]Claimed, len(wants))
-		out[r] = got
-		if err := pgClaimRound(ctx, conn, wants, locked, got); err != nil {
-			return err
-		}
-	}
-	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	open = false
-	return nil
-}
-
 // pgClaimRound claims one key for each of wants (distinct) whose device is locked, with one
 // statement, and stores each key in got at the position of its want.
-func pgClaimRound(ctx context.Context, tx interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, wants []Want, locked map[[2]string]bool, got []Claimed) error {
+func pgClaimRound(ctx context.Context, tx pgx.Tx, wants []Want, locked map[[2]string]bool, got []Claimed) error {
 	var wUsers, wDevices, wAlgs []string
 	var wIndex []int // position in wants of each want passed on (ord - 1)
 	for i, w := range wants {
