@@ -8,7 +8,9 @@
 # shared-secret registration API, logs in one device per (user, device), and runs
 #   go run ./bench/loaddriver --engine native,synapse ...
 # which uploads the same keys to both servers and measures the same cells. The Markdown report
-# goes to standard output (and var/bench-synapse.md). Settings: BENCH_SYNAPSE_ARGS (extra loaddriver flags).
+# goes to standard output (and var/bench-synapse.md). Settings: BENCH_SYNAPSE_DEVICES (1000),
+# BENCH_SYNAPSE_KEYS (one-time keys per device, 100), BENCH_SYNAPSE_DURATION (per cell, 10s),
+# BENCH_SYNAPSE_ARGS (extra loaddriver flags).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,7 +20,7 @@ fi
 
 GO=${GO:-go}
 DEVICES=${BENCH_SYNAPSE_DEVICES:-1000}
-KEYS=${BENCH_SYNAPSE_KEYS:-40}
+KEYS=${BENCH_SYNAPSE_KEYS:-100}
 FLEET=$SYNAPSE_DATA/bench-fleet.json
 RUN_ID=$(date +%s | tail -c 6)
 
@@ -68,5 +70,5 @@ mkdir -p var
 # shellcheck disable=SC2086
 "$GO" run ./bench/loaddriver --server-binary dist/keyclaim-server --engine native,synapse \
 	--synapse-url "$SYNAPSE_URL" --synapse-pid "$SYNAPSE_PID" --synapse-fleet "$FLEET" \
-	--devices "$DEVICES" --keys-per-device "$KEYS" --sizes 1,10,100 --clients 8 --duration 3s \
+	--devices "$DEVICES" --keys-per-device "$KEYS" --sizes 1,10,100 --clients 8 --duration ${BENCH_SYNAPSE_DURATION:-10s} \
 	${BENCH_SYNAPSE_ARGS:-} | tee var/bench-synapse.md
