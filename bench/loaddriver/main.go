@@ -30,10 +30,8 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -44,6 +42,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/keyclaim/keyclaim/internal/serverproc"
 )
 
 // Targets of issue 4, measured with 100-device requests and 8 clients on SQLite.
@@ -61,9 +61,6 @@ const (
 	algorithm      = "signed_curve25519"
 	fallbackKeyID  = algorithm + ":FB"
 	devicesPerUser = 10
-	// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100 on Linux for
-	// every architecture Go supports there.
-	clockTicks = 100
 	// readyTimeout bounds the server's start (migrations; the wasm engine compiles its module).
 	readyTimeout = 60 * time.Second
 	// stopTimeout bounds the server's graceful stop before it is killed.
@@ -349,45 +346,27 @@ func redactArgs(args []string) []string {
 	return out
 }
 
-// server is a running keyclaim-server process.
+// server is a server under load: a keyclaim-server process the driver started (proc), or a
+// homeserver it did not start (--engine synapse: proc is nil).
 type server struct {
-	cmd     *exec.Cmd
+	proc    *serverproc.Proc
 	base    string
 	pid     int
-	dir     string
-	logPath string
-	exited  chan struct{}
-	waitErr error
 	command string
 }
 
 // startServer starts the binary on a free loopback port with a database and the token file.
 func startServer(ctx context.Context, o options, bin, engine, db, tokens, dir string, replica int) (*server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		return nil, err
-	}
-	args := []string{"--listen", addr, "--db", db, "--tokens", tokens, "--server-name", serverName,
+	args := []string{"--db", db, "--tokens", tokens, "--server-name", serverName,
 		"--engine", engine, "--log-level", o.serverLogLevel}
 	if engine == "wasm" && o.wasmModule != "" {
 		args = append(args, "--wasm-module", o.wasmModule)
 	}
-	logPath := filepath.Join(dir, fmt.Sprintf("server-%s-%d.log", engine, replica))
-	logFile, err := os.Create(logPath)
+	proc, err := serverproc.Start(bin, args, filepath.Join(dir, fmt.Sprintf("server-%s-%d.log", engine, replica)))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	shown := append([]string{o.serverBinary}, args...)
+	shown := append([]string{o.serverBinary, "--listen", "127.0.0.1:<free port>"}, args...)
 	for i := range shown {
 		if shown[i] == db && strings.HasPrefix(db, "postgres") {
 			shown[i] = "'<postgres DSN>'"
@@ -398,95 +377,24 @@ func startServer(ctx context.Context, o options, bin, engine, db, tokens, dir st
 		if strings.HasPrefix(shown[i], "sqlite:") {
 			shown[i] = "sqlite:<temporary directory>/bench.db"
 		}
-		if shown[i] == addr {
-			shown[i] = "127.0.0.1:<free port>"
-		}
 	}
-	s := &server{cmd: cmd, base: "http://" + addr, pid: cmd.Process.Pid, dir: dir, logPath: logPath,
-		exited: make(chan struct{}), command: strings.Join(shown, " ")}
-	go func() {
-		s.waitErr = cmd.Wait()
-		_ = logFile.Close()
-		close(s.exited)
-	}()
-	if err := s.ready(ctx); err != nil {
+	s := &server{proc: proc, base: proc.Base, pid: proc.PID, command: strings.Join(shown, " ")}
+	if err := proc.Ready(ctx, readyTimeout); err != nil {
 		s.stop()
 		return nil, err
 	}
 	return s, nil
 }
 
-// ready waits for GET /readyz to answer 200.
-func (s *server) ready(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("the server exited before it was ready (%v); its log:\n%s", s.waitErr, s.logTail())
-		case <-ctx.Done():
-			return fmt.Errorf("the server was not ready within %v; its log:\n%s", readyTimeout, s.logTail())
-		case <-time.After(50 * time.Millisecond):
-		}
-		resp, err := client.Get(s.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-	}
-}
-
-// logTail returns the end of the server's log.
-func (s *server) logTail() string {
-	data, _ := os.ReadFile(s.logPath)
-	if len(data) > 4000 {
-		data = data[len(data)-4000:]
-	}
-	return string(data)
-}
-
-// stop ends the server: SIGTERM, then SIGKILL after stopTimeout.
+// stop ends a server the driver started: SIGTERM, then SIGKILL after stopTimeout.
 func (s *server) stop() {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(stopTimeout):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
+	if s.proc != nil {
+		_ = s.proc.Stop(stopTimeout)
 	}
 }
 
 // cpuSeconds returns the CPU time (user + system) the server process has used so far.
-func (s *server) cpuSeconds() (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
-	if err != nil {
-		return 0, fmt.Errorf("server CPU time: %w", err)
-	}
-	// The command name (field 2) is in parentheses and may hold spaces: count after the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, errors.New("server CPU time: unexpected /proc/<pid>/stat")
-	}
-	f := strings.Fields(string(data[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, errors.New("server CPU time: short /proc/<pid>/stat")
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("server CPU time: bad utime/stime %q %q", f[11], f[12])
-	}
-	return float64(ut+st) / clockTicks, nil
-}
+func (s *server) cpuSeconds() (float64, error) { return serverproc.CPUSeconds(s.pid) }
 
 // cpuSeconds returns the CPU time the server processes have used so far, together.
 func cpuSeconds(srvs []*server) (float64, error) {
@@ -626,8 +534,8 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 	}
 	for _, srv := range srvs {
 		select {
-		case <-srv.exited:
-			return nil, fmt.Errorf("the server exited during the run (%v); its log:\n%s", srv.waitErr, srv.logTail())
+		case <-srv.proc.Exited():
+			return nil, fmt.Errorf("the server exited during the run (%v); its log:\n%s", srv.proc.WaitErr(), srv.proc.LogTail(4000))
 		default:
 		}
 	}
@@ -691,7 +599,7 @@ func runSynapse(ctx context.Context, o options, cellCap, warmupCap int, logf fun
 		return nil, fmt.Errorf("--synapse-fleet: %d tokens for --devices %d, server name %q", len(sf.Tokens), o.devices, sf.ServerName)
 	}
 	fl := fleet{runID: sf.RunID, n: o.devices, server: sf.ServerName, tokens: sf.Tokens, claimer: sf.ClaimerToken}
-	srv := &server{base: strings.TrimSuffix(o.synapseURL, "/"), pid: o.synapsePID, exited: make(chan struct{})}
+	srv := &server{base: strings.TrimSuffix(o.synapseURL, "/"), pid: o.synapsePID}
 	if _, err := srv.cpuSeconds(); err != nil {
 		return nil, fmt.Errorf("--synapse-pid %d: %w", o.synapsePID, err)
 	}
