@@ -14,7 +14,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-ts test-python bench-python test-client test-compat test-synapse bench bench-ts bench-server run lint check fuzz clean
+.PHONY: help build wasm test test-go test-ts test-python bench-python test-client test-compat test-synapse bench bench-ts bench-server bench-synapse run lint check fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -108,6 +108,9 @@ bench-server: build ## load-test dist/keyclaim-server on loopback (native and wa
 
 test-synapse: wasm ## proxy mode in front of a real Synapse (installs matrix-synapse in ./var/synapse-venv)
 	bash scripts/test-synapse.sh
+
+bench-synapse: wasm ## the load driver against a real Synapse and keyclaim, same workload, side by side
+	bash scripts/bench-synapse.sh
 
 run: build ## start the keys server on its embedded default (SQLite under ./var, dev tokens)
 	$(SERVER) --dev

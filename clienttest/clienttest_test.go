@@ -19,16 +19,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keyclaim/keyclaim/internal/serverproc"
 )
 
 const (
@@ -166,13 +165,8 @@ func startServer(t *testing.T, bin, engine string) (string, string) {
 	// try a few.
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		logPath := filepath.Join(dir, fmt.Sprintf("server-%d.log", attempt))
-		base, err := launch(t, bin, append(args, "--listen", addr), addr, logPath)
+		base, err := launch(t, bin, args, logPath)
 		if err == nil {
 			return base, tokens
 		}
@@ -183,62 +177,23 @@ func startServer(t *testing.T, bin, engine string) (string, string) {
 	return "", ""
 }
 
-func launch(t *testing.T, bin string, args []string, addr, logPath string) (string, error) {
-	logFile, err := os.Create(logPath)
+// launch starts the server with the shared launcher (internal/serverproc) on a free loopback
+// port and waits for /readyz; at cleanup it stops it (SIGTERM) and checks that it stopped
+// cleanly and logged no errors.
+func launch(t *testing.T, bin string, args []string, logPath string) (string, error) {
+	proc, err := serverproc.Start(bin, args, logPath)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return "", fmt.Errorf("start %s: %w", bin, err)
+	t.Logf("server pid %d: %s --listen %s %s", proc.PID, filepath.Base(bin), proc.Addr, strings.Join(args, " "))
+	if err := proc.Ready(context.Background(), readyTimeout); err != nil {
+		_ = proc.Kill()
+		return "", err
 	}
-	t.Logf("server pid %d: %s %s", cmd.Process.Pid, filepath.Base(bin), strings.Join(args, " "))
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
-	base := "http://" + addr
-	deadline := time.Now().Add(readyTimeout)
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		select {
-		case err := <-exited:
-			logFile.Close()
-			return "", fmt.Errorf("the server exited before it was ready (%v):\n%s", err, tail(logPath, 40))
-		default:
-		}
-		resp, err := client.Get(base + "/readyz")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				t.Logf("server ready at %s: %s", base, bytes.TrimSpace(body))
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-exited
-			logFile.Close()
-			return "", fmt.Errorf("no 200 from %s/readyz within %s:\n%s", base, readyTimeout, tail(logPath, 40))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-
+	t.Logf("server ready at %s", proc.Base)
 	t.Cleanup(func() {
-		defer logFile.Close()
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("the server did not stop cleanly on SIGTERM: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("the server did not stop within 15 s of SIGTERM; killed")
+		if err := proc.Stop(15 * time.Second); err != nil {
+			t.Errorf("the server did not stop cleanly on SIGTERM: %v", err)
 		}
 		log, _ := os.ReadFile(logPath)
 		if n := bytes.Count(log, []byte("level=ERROR")); n > 0 {
@@ -248,16 +203,7 @@ func launch(t *testing.T, bin string, args []string, addr, logPath string) (stri
 			t.Logf("server log (last lines of %s):\n%s", logPath, tail(logPath, 60))
 		}
 	})
-	return base, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return proc.Base, nil
 }
 
 func writeTokens(t *testing.T, path string) {

@@ -42,6 +42,8 @@ type hostError struct {
 	matrix *core.Error
 	why    reason
 	cause  error
+	// retryAfter, when not 0, is sent as the Retry-After header (seconds).
+	retryAfter int
 }
 
 // Error returns the Matrix error and the cause, for logs.
@@ -69,6 +71,31 @@ func upstreamErr(msg string, cause error) error {
 // unavailableErr is a service we depend on that cannot be reached: 503 M_UNKNOWN.
 func unavailableErr(msg string, cause error) error {
 	return &hostError{matrix: &core.Error{Code: core.CodeUnknown, Message: msg}, why: reasonUnavailable, cause: cause}
+}
+
+// storeUnavailableErr is a key store that stayed unreachable for the request's time budget
+// (store.ErrUnavailable): 503 M_UNKNOWN with Retry-After, as nothing was done and the same
+// request may be sent again (a claim whose transaction never committed handed out nothing).
+func storeUnavailableErr(cause error) error {
+	return &hostError{
+		matrix:     &core.Error{Code: core.CodeUnknown, Message: "the key store is temporarily unavailable; try again later"},
+		why:        reasonUnavailable,
+		cause:      cause,
+		retryAfter: storeRetryAfterSeconds,
+	}
+}
+
+// storeRetryAfterSeconds is the Retry-After of a 503 for an unreachable store: about the time a
+// database restart or failover takes.
+const storeRetryAfterSeconds = 5
+
+// retryAfterOf returns the Retry-After (seconds) of err, 0 for none.
+func retryAfterOf(err error) int {
+	var he *hostError
+	if errors.As(err, &he) {
+		return he.retryAfter
+	}
+	return 0
 }
 
 // internalErr is a failure whose details must not leak (a store error): 500 M_UNKNOWN with a

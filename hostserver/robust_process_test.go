@@ -1,22 +1,18 @@
 package hostserver_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keyclaim/keyclaim/internal/serverproc"
 )
 
 // Robustness tests against keyclaim-server processes (issue 4, item 6): the binary is built once
@@ -34,54 +30,18 @@ const (
 
 // buildServer builds cmd/keyclaim-server into dir and returns the binary's path.
 func buildServer(dir string) (string, error) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("the go command is needed to build the server: %w", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	modOut, err := exec.CommandContext(ctx, goTool, "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(modOut)))
-	bin := filepath.Join(dir, "keyclaim-server")
-	// Once more after a failure: a build cache shared with concurrent builds has been seen to
-	// fail a build transiently ("could not import ... (open : no such file or directory)").
-	var out []byte
-	for attempt := 0; attempt < 2; attempt++ {
-		cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "./cmd/keyclaim-server")
-		cmd.Dir = root
-		if out, err = cmd.CombinedOutput(); err == nil {
-			return bin, nil
-		}
-	}
-	return "", fmt.Errorf("go build ./cmd/keyclaim-server: %w\n%s", err, out)
+	return serverproc.Build(ctx, dir)
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
-// serverProc is a running keyclaim-server process; its output goes to a log file.
+// serverProc is a running keyclaim-server process of a test (internal/serverproc); its output
+// goes to a log file.
 type serverProc struct {
-	t       *testing.T
-	name    string
-	cmd     *exec.Cmd
-	base    string
-	logPath string
-	exited  chan struct{}
-	waitErr error
+	*serverproc.Proc
+	t    *testing.T
+	name string
+	base string
 }
 
 // startProc starts the binary with args and --listen on a free loopback port, without waiting
@@ -89,37 +49,15 @@ type serverProc struct {
 // it still runs; its log is shown when the test failed.
 func startProc(t *testing.T, bin, name string, args ...string) *serverProc {
 	t.Helper()
-	addr := freePort(t)
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	logFile, err := os.Create(logPath)
+	proc, err := serverproc.Start(bin, args, filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, append([]string{"--listen", addr}, args...)...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
 		t.Fatalf("starting %s: %v", name, err)
 	}
-	p := &serverProc{t: t, name: name, cmd: cmd, base: "http://" + addr, logPath: logPath, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		_ = logFile.Close()
-		close(p.exited)
-	}()
+	p := &serverProc{Proc: proc, t: t, name: name, base: proc.Base}
 	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.exited:
-			case <-time.After(procStopTimeout):
-				t.Errorf("%s did not stop within %v of SIGTERM; killing it", name, procStopTimeout)
-				_ = cmd.Process.Kill()
-				<-p.exited
-			}
+		// Only a process that had to be killed is an error here (as before the shared launcher).
+		if err := proc.Stop(procStopTimeout); err != nil && strings.Contains(err.Error(), "did not stop") {
+			t.Errorf("%s: %v", name, err)
 		}
 		if t.Failed() {
 			p.showLog()
@@ -130,51 +68,24 @@ func startProc(t *testing.T, bin, name string, args ...string) *serverProc {
 
 // showLog writes the tail of the process's log to the test log.
 func (p *serverProc) showLog() {
-	data, err := os.ReadFile(p.logPath)
-	if err != nil {
-		p.t.Logf("%s: log: %v", p.name, err)
-		return
-	}
-	const tail = 6000
-	if len(data) > tail {
-		data = data[len(data)-tail:]
-	}
-	p.t.Logf("%s (%s) log, last %d bytes:\n%s", p.name, p.base, len(data), bytes.TrimRight(data, "\n"))
+	p.t.Logf("%s (%s) log, last bytes:\n%s", p.name, p.base, p.LogTail(6000))
 }
 
 // ready waits until the process answers GET /readyz with 200; it fails the test if the process
 // exits or is not ready within procReadyTimeout.
 func (p *serverProc) ready() {
 	p.t.Helper()
-	deadline := time.Now().Add(procReadyTimeout)
-	client := &http.Client{Timeout: 2 * time.Second}
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.exited:
-			p.showLog()
-			p.t.Fatalf("%s exited before it was ready: %v", p.name, p.waitErr)
-		default:
-		}
-		resp, err := client.Get(p.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := p.Ready(context.Background(), procReadyTimeout); err != nil {
+		p.t.Fatalf("%s: %v", p.name, err)
 	}
-	p.showLog()
-	p.t.Fatalf("%s not ready within %v", p.name, procReadyTimeout)
 }
 
 // kill ends the process with SIGKILL and waits for it.
 func (p *serverProc) kill() {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := p.Kill(); err != nil {
 		p.t.Fatalf("SIGKILL %s: %v", p.name, err)
 	}
-	<-p.exited
 }
 
 // serverArgs are the flags of every test server process on db with the token file tokens; the
@@ -193,7 +104,10 @@ func serverArgs(db, tokens string) []string {
 //     uploads spread over two processes that share one database (skipped without
 //     KEYCLAIM_TEST_POSTGRES);
 //   - "crash/<store>": SIGKILL during claims and uploads, restart on the same database, then the
-//     conservation of every key (see runCrash).
+//     conservation of every key (see runCrash);
+//   - "replica killed": two processes on one PostgreSQL share the requests (as behind a load
+//     balancer); one is killed with SIGKILL under load, the other keeps serving until every
+//     device is drained; the same conservation checks (runCrash with replica).
 func TestRobustProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("server processes skipped in -short mode")
@@ -234,8 +148,14 @@ func TestRobustProcesses(t *testing.T) {
 	t.Run("crash", func(t *testing.T) {
 		forEachStore(t, func(t *testing.T, b backend) {
 			db := b.freshDB(t) // skips PostgreSQL first when it is not configured
-			runCrash(t, binary(t), db)
+			runCrash(t, binary(t), db, false)
 		})
+	})
+
+	// Two replicas behind a load balancer: one is killed under load, the other keeps serving.
+	t.Run("replica killed", func(t *testing.T) {
+		db := postgresBackend.freshDB(t)
+		runCrash(t, binary(t), db, true)
 	})
 }
 
@@ -275,7 +195,11 @@ var crashSize = struct {
 //     naming the device (uploads answered 200 are all there: they are received, remaining or
 //     among those lost);
 //   - answers are complete and each claimer sees a device's keys oldest batch first.
-func runCrash(t *testing.T, bin, db string) {
+//
+// With replica, a second process (the replica) runs on the same database from the start and
+// gets every other request of phase 1, as behind a load balancer; after the SIGKILL of the
+// first, phase 2 runs on the replica, which was never stopped.
+func runCrash(t *testing.T, bin, db string, replica bool) {
 	size := crashSize
 	seed := robustSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0x637261736800))
@@ -292,6 +216,13 @@ func runCrash(t *testing.T, bin, db string) {
 
 	first := startProc(t, bin, "first", args...)
 	first.ready()
+	bases := []string{first.base}
+	var other *serverProc
+	if replica {
+		other = startProc(t, bin, "replica", args...)
+		other.ready()
+		bases = append(bases, other.base)
+	}
 	l.setup(t, ctx, hc, first.base, size.batches, size.keysPerBatch)
 
 	uploaders := make([]*uploader, size.uploaders)
@@ -319,7 +250,7 @@ func runCrash(t *testing.T, bin, db string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := l.uploadLoop(phase1, hc, u, []string{first.base}, size.phase1Uploads, size.uploadKeys, size.uploadPause); err != nil {
+			if err := l.uploadLoop(phase1, hc, u, bases, size.phase1Uploads, size.uploadKeys, size.uploadPause); err != nil {
 				unanswered.Add(1)
 			}
 		}()
@@ -328,7 +259,7 @@ func runCrash(t *testing.T, bin, db string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := l.claimLoop(phase1, hc, c, []string{first.base}, &uploadsDone, size.maxRequestsPerClaimer, size.maxDevices); err != nil {
+			if err := l.claimLoop(phase1, hc, c, bases, &uploadsDone, size.maxRequestsPerClaimer, size.maxDevices); err != nil {
 				unanswered.Add(1)
 			}
 		}()
@@ -377,9 +308,12 @@ func runCrash(t *testing.T, bin, db string) {
 		t.FailNow()
 	}
 
-	// Phase 2: the same database, a new process.
-	second := startProc(t, bin, "second", args...)
-	second.ready()
+	// Phase 2: the same database, a new process (or the replica, still running).
+	second := other
+	if !replica {
+		second = startProc(t, bin, "second", args...)
+		second.ready()
+	}
 	phase2, stop2 := context.WithTimeout(ctx, size.timeout)
 	defer stop2()
 	// The claimers start with the uploads; uploadsDone turns true when every uploader is done.

@@ -600,6 +600,9 @@ type hammerSize struct {
 	uploadPause           time.Duration
 	timeout               time.Duration // the claims must drain everything by then
 	maxRequestsPerClaimer int
+	// disturb, if set, runs beside the claims (started with them, waited for before the checks):
+	// a restart of the database, say. It gets the ledger to look at the progress.
+	disturb func(l *ledger)
 }
 
 // defaultHammerSize is 20 devices x 100 keys, 12 claimers, 40 uploads of 10 more keys.
@@ -644,6 +647,13 @@ func runHTTPHammer(t *testing.T, bases []string, fl *fleet, size hammerSize) {
 	}()
 	claimers := make([]*claimer, size.claimers)
 	start = time.Now()
+	if size.disturb != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			size.disturb(l)
+		}()
+	}
 	for g := range claimers {
 		claimers[g] = newClaimer(g, seed, size.devices)
 		wg.Add(1)

@@ -350,6 +350,9 @@ func (s *Server) writeError(c echo.Context, err error) {
 	if status >= 500 {
 		s.logger.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "err", err)
 	}
+	if ra := retryAfterOf(err); ra > 0 {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(ra))
+	}
 	_ = c.Blob(status, echo.MIMEApplicationJSON, merr.AppendJSON(nil))
 }
 
@@ -449,6 +452,9 @@ func (s *Server) authenticate(c echo.Context) (Identity, error) {
 // storeFailed counts and wraps a store error.
 func (s *Server) storeFailed(op string, err error) error {
 	s.metrics.storeErrors.WithLabelValues(op).Inc()
+	if errors.Is(err, store.ErrUnavailable) {
+		return storeUnavailableErr(fmt.Errorf("store %s: %w", op, err))
+	}
 	return internalErr("accessing the key store", fmt.Errorf("store %s: %w", op, err))
 }
 

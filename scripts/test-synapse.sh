@@ -118,6 +118,7 @@ rc_admin_redaction: {per_second: 1000, burst_count: 1000}
 rc_joins:
   local: {per_second: 1000, burst_count: 1000}
   remote: {per_second: 1000, burst_count: 1000}
+bcrypt_rounds: 4
 EOF
 
 # --- 3. Start Synapse; stop it however the script ends -----------------------------------------
@@ -223,6 +224,13 @@ EOF
 say "registered alice and bob (BOBDEV: 3 one-time keys, BOBPHONE: a fallback key, BOBTAB: none)"
 
 # --- 5. The Go test ------------------------------------------------------------------------------
+# Or another script's work against this Synapse instead (make bench-synapse sets SYNAPSE_THEN):
+# it gets the URL, the registration secret, the data directory, the pid and the venv's Python.
+if [ -n "${SYNAPSE_THEN:-}" ]; then
+	SYNAPSE_URL=$BASE SYNAPSE_SECRET=$SECRET SYNAPSE_DATA=$DATA SYNAPSE_PID=$SYNAPSE_PID SYNAPSE_PYTHON=$PY \
+		bash -c "$SYNAPSE_THEN" || fail "$SYNAPSE_THEN"
+	exit 0
+fi
 export KEYCLAIM_SYNAPSE_URL=$BASE
 export KEYCLAIM_SYNAPSE_STATE=$DATA/state.json
 KEYCLAIM_SYNAPSE_ALICE_TOKEN=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["alice_token"])' "$DATA/state.json")

@@ -30,10 +30,8 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -44,6 +42,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/keyclaim/keyclaim/internal/serverproc"
 )
 
 // Targets of issue 4, measured with 100-device requests and 8 clients on SQLite.
@@ -61,9 +61,6 @@ const (
 	algorithm      = "signed_curve25519"
 	fallbackKeyID  = algorithm + ":FB"
 	devicesPerUser = 10
-	// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100 on Linux for
-	// every architecture Go supports there.
-	clockTicks = 100
 	// readyTimeout bounds the server's start (migrations; the wasm engine compiles its module).
 	readyTimeout = 60 * time.Second
 	// stopTimeout bounds the server's graceful stop before it is killed.
@@ -87,6 +84,10 @@ type options struct {
 	jsonPath       string
 	timeout        time.Duration
 	seed           uint64
+	replicas       int
+	synapseURL     string
+	synapsePID     int
+	synapseFleet   string
 }
 
 func main() {
@@ -114,7 +115,10 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("loaddriver", flag.ContinueOnError)
 	var engines, sizes, clients string
 	fs.StringVar(&o.serverBinary, "server-binary", "", "the keyclaim-server binary to start (required), e.g. dist/keyclaim-server")
-	fs.StringVar(&engines, "engine", "native", "claim engine(s) of the server, comma-separated: native, wasm; each gets its own server and database")
+	fs.StringVar(&engines, "engine", "native", "claim engine(s) of the server, comma-separated: native, wasm, synapse (the homeserver of --synapse-url, for comparison); each gets its own server and database")
+	fs.StringVar(&o.synapseURL, "synapse-url", "", "with --engine synapse: the client API base URL of a running Synapse (make bench-synapse starts one)")
+	fs.IntVar(&o.synapsePID, "synapse-pid", 0, "with --engine synapse: its process ID (for its CPU time)")
+	fs.StringVar(&o.synapseFleet, "synapse-fleet", "", "with --engine synapse: a JSON file {server_name, run_id, tokens[], claimer_token} of registered users @load<run_id>-<k>, devices D0..D9, one token per device (scripts/bench-synapse.sh writes it)")
 	fs.StringVar(&o.db, "db", "", "postgres://... DSN to use instead of a temporary SQLite database (keys are added under fresh user IDs)")
 	fs.StringVar(&o.wasmModule, "wasm-module", "", "passed to the server as --wasm-module with --engine wasm (default: the embedded module)")
 	fs.StringVar(&sizes, "sizes", "1,10,100,1000", "devices per claim request, comma-separated")
@@ -128,6 +132,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file (- for stdout, instead of Markdown)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the generated keys")
+	fs.IntVar(&o.replicas, "replicas", 1, "server processes on the one database (with --db), the clients spread over them in turn as by a load balancer; server CPU is their sum")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: loaddriver --server-binary dist/keyclaim-server [flags]\n\nStarts the keys server on 127.0.0.1, uploads keys and measures /keys/claim; prints a Markdown report.\n\n")
 		fs.PrintDefaults()
@@ -143,8 +148,11 @@ func parseFlags(args []string) (options, error) {
 	}
 	for _, e := range strings.Split(engines, ",") {
 		e = strings.TrimSpace(e)
-		if e != "native" && e != "wasm" {
-			return o, fmt.Errorf("--engine: want native or wasm, got %q", e)
+		if e != "native" && e != "wasm" && e != "synapse" {
+			return o, fmt.Errorf("--engine: want native, wasm or synapse, got %q", e)
+		}
+		if e == "synapse" && (o.synapseURL == "" || o.synapsePID <= 0 || o.synapseFleet == "") {
+			return o, errors.New("--engine synapse needs --synapse-url, --synapse-pid and --synapse-fleet")
 		}
 		o.engines = append(o.engines, e)
 	}
@@ -172,6 +180,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.duration <= 0 || o.duration > 10*time.Minute {
 		return o, fmt.Errorf("--duration %v: want more than 0 and at most 10m", o.duration)
+	}
+	if o.replicas < 1 || o.replicas > 8 || (o.replicas > 1 && o.db == "") {
+		return o, fmt.Errorf("--replicas %d: want 1 to 8, and more than 1 only with --db (a PostgreSQL database)", o.replicas)
 	}
 	if o.uploadClients < 1 {
 		return o, errors.New("--upload-clients must be at least 1")
@@ -223,6 +234,7 @@ type Settings struct {
 type Run struct {
 	Engine         string  `json:"engine"`
 	DB             string  `json:"db"`
+	Replicas       int     `json:"replicas"`
 	ServerCommand  string  `json:"server_command"`
 	StartSeconds   float64 `json:"start_seconds"`
 	UploadSeconds  float64 `json:"upload_seconds"`
@@ -334,45 +346,27 @@ func redactArgs(args []string) []string {
 	return out
 }
 
-// server is a running keyclaim-server process.
+// server is a server under load: a keyclaim-server process the driver started (proc), or a
+// homeserver it did not start (--engine synapse: proc is nil).
 type server struct {
-	cmd     *exec.Cmd
+	proc    *serverproc.Proc
 	base    string
 	pid     int
-	dir     string
-	logPath string
-	exited  chan struct{}
-	waitErr error
 	command string
 }
 
 // startServer starts the binary on a free loopback port with a database and the token file.
-func startServer(ctx context.Context, o options, bin, engine, db, tokens, dir string) (*server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		return nil, err
-	}
-	args := []string{"--listen", addr, "--db", db, "--tokens", tokens, "--server-name", serverName,
+func startServer(ctx context.Context, o options, bin, engine, db, tokens, dir string, replica int) (*server, error) {
+	args := []string{"--db", db, "--tokens", tokens, "--server-name", serverName,
 		"--engine", engine, "--log-level", o.serverLogLevel}
 	if engine == "wasm" && o.wasmModule != "" {
 		args = append(args, "--wasm-module", o.wasmModule)
 	}
-	logPath := filepath.Join(dir, "server-"+engine+".log")
-	logFile, err := os.Create(logPath)
+	proc, err := serverproc.Start(bin, args, filepath.Join(dir, fmt.Sprintf("server-%s-%d.log", engine, replica)))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	shown := append([]string{o.serverBinary}, args...)
+	shown := append([]string{o.serverBinary, "--listen", "127.0.0.1:<free port>"}, args...)
 	for i := range shown {
 		if shown[i] == db && strings.HasPrefix(db, "postgres") {
 			shown[i] = "'<postgres DSN>'"
@@ -383,94 +377,36 @@ func startServer(ctx context.Context, o options, bin, engine, db, tokens, dir st
 		if strings.HasPrefix(shown[i], "sqlite:") {
 			shown[i] = "sqlite:<temporary directory>/bench.db"
 		}
-		if shown[i] == addr {
-			shown[i] = "127.0.0.1:<free port>"
-		}
 	}
-	s := &server{cmd: cmd, base: "http://" + addr, pid: cmd.Process.Pid, dir: dir, logPath: logPath,
-		exited: make(chan struct{}), command: strings.Join(shown, " ")}
-	go func() {
-		s.waitErr = cmd.Wait()
-		_ = logFile.Close()
-		close(s.exited)
-	}()
-	if err := s.ready(ctx); err != nil {
+	s := &server{proc: proc, base: proc.Base, pid: proc.PID, command: strings.Join(shown, " ")}
+	if err := proc.Ready(ctx, readyTimeout); err != nil {
 		s.stop()
 		return nil, err
 	}
 	return s, nil
 }
 
-// ready waits for GET /readyz to answer 200.
-func (s *server) ready(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("the server exited before it was ready (%v); its log:\n%s", s.waitErr, s.logTail())
-		case <-ctx.Done():
-			return fmt.Errorf("the server was not ready within %v; its log:\n%s", readyTimeout, s.logTail())
-		case <-time.After(50 * time.Millisecond):
-		}
-		resp, err := client.Get(s.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-	}
-}
-
-// logTail returns the end of the server's log.
-func (s *server) logTail() string {
-	data, _ := os.ReadFile(s.logPath)
-	if len(data) > 4000 {
-		data = data[len(data)-4000:]
-	}
-	return string(data)
-}
-
-// stop ends the server: SIGTERM, then SIGKILL after stopTimeout.
+// stop ends a server the driver started: SIGTERM, then SIGKILL after stopTimeout.
 func (s *server) stop() {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(stopTimeout):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
+	if s.proc != nil {
+		_ = s.proc.Stop(stopTimeout)
 	}
 }
 
 // cpuSeconds returns the CPU time (user + system) the server process has used so far.
-func (s *server) cpuSeconds() (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
-	if err != nil {
-		return 0, fmt.Errorf("server CPU time: %w", err)
+func (s *server) cpuSeconds() (float64, error) { return serverproc.CPUSeconds(s.pid) }
+
+// cpuSeconds returns the CPU time the server processes have used so far, together.
+func cpuSeconds(srvs []*server) (float64, error) {
+	total := 0.0
+	for _, s := range srvs {
+		c, err := s.cpuSeconds()
+		if err != nil {
+			return 0, err
+		}
+		total += c
 	}
-	// The command name (field 2) is in parentheses and may hold spaces: count after the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, errors.New("server CPU time: unexpected /proc/<pid>/stat")
-	}
-	f := strings.Fields(string(data[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, errors.New("server CPU time: short /proc/<pid>/stat")
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("server CPU time: bad utime/stime %q %q", f[11], f[12])
-	}
-	return float64(ut+st) / clockTicks, nil
+	return total, nil
 }
 
 // selfCPUSeconds returns the CPU time of the driver itself (the clients).
@@ -488,18 +424,32 @@ func selfCPUSeconds() float64 {
 type fleet struct {
 	runID string
 	n     int
+	// An existing homeserver's users (--engine synapse): its server name, the token of each
+	// device and of the claimer. Empty for keyclaim, whose token file the driver writes.
+	server  string
+	tokens  []string
+	claimer string
 }
 
 // user returns the user of device i.
 func (f fleet) user(i int) string {
-	return "@load" + f.runID + "-" + strconv.Itoa(i/devicesPerUser) + ":" + serverName
+	server := serverName
+	if f.server != "" {
+		server = f.server
+	}
+	return "@load" + f.runID + "-" + strconv.Itoa(i/devicesPerUser) + ":" + server
 }
 
 // device returns the device ID of device i.
 func (f fleet) device(i int) string { return "D" + strconv.Itoa(i%devicesPerUser) }
 
 // token returns the access token of device i.
-func (f fleet) token(i int) string { return "tok-" + f.runID + "-" + strconv.Itoa(i) }
+func (f fleet) token(i int) string {
+	if f.tokens != nil {
+		return f.tokens[i]
+	}
+	return "tok-" + f.runID + "-" + strconv.Itoa(i)
+}
 
 // writeTokens writes the token file of the fleet, plus the claimers' token.
 func (f fleet) writeTokens(path string) error {
@@ -516,7 +466,12 @@ func (f fleet) writeTokens(path string) error {
 }
 
 // claimToken returns the access token the claimers use.
-func (f fleet) claimToken() string { return "tok-" + f.runID + "-claimer" }
+func (f fleet) claimToken() string {
+	if f.claimer != "" {
+		return f.claimer
+	}
+	return "tok-" + f.runID + "-claimer"
+}
 
 // runEngine starts a server with engine, uploads the keys, and measures every cell.
 func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warmupCap int, logf func(string, ...any)) (*Run, error) {
@@ -525,6 +480,9 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	if engine == "synapse" {
+		return runSynapse(ctx, o, cellCap, warmupCap, logf)
+	}
 	fl := fleet{runID: strconv.FormatInt(time.Now().UnixNano()%1e9, 36), n: o.devices}
 	tokens := filepath.Join(dir, "tokens.json")
 	if err := fl.writeTokens(tokens); err != nil {
@@ -535,13 +493,24 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 		db, dbName = "sqlite:"+filepath.Join(dir, "bench.db"), "SQLite"
 	}
 	start := time.Now()
-	srv, err := startServer(ctx, o, bin, engine, db, tokens, dir)
-	if err != nil {
-		return nil, err
+	var srvs []*server
+	defer func() {
+		for _, s := range srvs {
+			s.stop()
+		}
+	}()
+	for i := 0; i < o.replicas; i++ {
+		srv, err := startServer(ctx, o, bin, engine, db, tokens, dir, i)
+		if err != nil {
+			return nil, err
+		}
+		srvs = append(srvs, srv)
 	}
-	defer srv.stop()
-	r := &Run{Engine: engine, DB: dbName, ServerCommand: srv.command, StartSeconds: time.Since(start).Seconds()}
-	logf("%s: server pid %d ready at %s in %.1fs", engine, srv.pid, srv.base, r.StartSeconds)
+	srv := srvs[0]
+	r := &Run{Engine: engine, DB: dbName, Replicas: o.replicas, ServerCommand: srv.command, StartSeconds: time.Since(start).Seconds()}
+	for _, s := range srvs {
+		logf("%s: server pid %d ready at %s in %.1fs", engine, s.pid, s.base, r.StartSeconds)
+	}
 
 	maxClients := slices.Max(o.clients)
 	hc := &http.Client{
@@ -560,24 +529,41 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 		return nil, err
 	}
 	r.UploadSeconds = time.Since(start).Seconds()
+	if err := measureAll(ctx, o, hc, srvs, fl, r, cellCap, warmupCap, logf); err != nil {
+		return nil, err
+	}
+	for _, srv := range srvs {
+		select {
+		case <-srv.proc.Exited():
+			return nil, fmt.Errorf("the server exited during the run (%v); its log:\n%s", srv.proc.WaitErr(), srv.proc.LogTail(4000))
+		default:
+		}
+	}
+	return r, nil
+}
+
+// measureAll runs the warm-up and every cell against srvs (whose keys are uploaded) into r.
+func measureAll(ctx context.Context, o options, hc *http.Client, srvs []*server, fl fleet, r *Run, cellCap, warmupCap int, logf func(string, ...any)) error {
+	engine := r.Engine
+	maxClients := slices.Max(o.clients)
 	r.UploadedKeys = o.devices * o.keysPerDevice
 	r.LoadAfterSetup = loadAverage()
 	logf("%s: uploaded %d one-time keys for %d devices in %.1fs; load average %s", engine, r.UploadedKeys, o.devices, r.UploadSeconds, r.LoadAfterSetup)
 
 	var cursor atomic.Int64
 	if o.warmup > 0 {
-		if _, err := measure(ctx, hc, srv, fl, &cursor, 10, maxClients, o.warmup, warmupCap); err != nil {
-			return nil, fmt.Errorf("warm-up: %w", err)
+		if _, err := measure(ctx, hc, srvs, fl, &cursor, 10, maxClients, o.warmup, warmupCap); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
 	for _, size := range o.sizes {
 		for _, clients := range o.clients {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return err
 			}
-			c, err := measure(ctx, hc, srv, fl, &cursor, size, clients, o.duration, cellCap)
+			c, err := measure(ctx, hc, srvs, fl, &cursor, size, clients, o.duration, cellCap)
 			if err != nil {
-				return nil, fmt.Errorf("%d devices x %d clients: %w", size, clients, err)
+				return fmt.Errorf("%d devices x %d clients: %w", size, clients, err)
 			}
 			logf("%s: %4d devices x %d clients: %8.0f device-claims/s, p50 %.2f ms, p99 %.2f ms, server CPU %.1f µs/device (%d requests, %.1fs, stopped by %s)",
 				engine, size, clients, c.ClaimsPerSecond, c.P50MS, c.P99MS, c.ServerCPUPerDev, c.Requests, c.Seconds, c.StoppedBy)
@@ -587,10 +573,47 @@ func runEngine(ctx context.Context, o options, bin, engine string, cellCap, warm
 			r.Cells = append(r.Cells, c)
 		}
 	}
-	select {
-	case <-srv.exited:
-		return nil, fmt.Errorf("the server exited during the run (%v); its log:\n%s", srv.waitErr, srv.logTail())
-	default:
+	return nil
+}
+
+// synapseFleet is the --synapse-fleet file: users registered on the Synapse for this run.
+type synapseFleet struct {
+	ServerName   string   `json:"server_name"`
+	RunID        string   `json:"run_id"`
+	Tokens       []string `json:"tokens"` // of device i: user @load<run_id>-<i/10>, device D<i%10>
+	ClaimerToken string   `json:"claimer_token"`
+}
+
+// runSynapse runs the same workload against the running Synapse of --synapse-url: the same
+// uploads, the same cells. Its CPU time is that of --synapse-pid.
+func runSynapse(ctx context.Context, o options, cellCap, warmupCap int, logf func(string, ...any)) (*Run, error) {
+	data, err := os.ReadFile(o.synapseFleet)
+	if err != nil {
+		return nil, fmt.Errorf("--synapse-fleet: %w", err)
+	}
+	var sf synapseFleet
+	if err := json.Unmarshal(data, &sf); err != nil {
+		return nil, fmt.Errorf("--synapse-fleet: %w", err)
+	}
+	if len(sf.Tokens) != o.devices || sf.ClaimerToken == "" || sf.ServerName == "" {
+		return nil, fmt.Errorf("--synapse-fleet: %d tokens for --devices %d, server name %q", len(sf.Tokens), o.devices, sf.ServerName)
+	}
+	fl := fleet{runID: sf.RunID, n: o.devices, server: sf.ServerName, tokens: sf.Tokens, claimer: sf.ClaimerToken}
+	srv := &server{base: strings.TrimSuffix(o.synapseURL, "/"), pid: o.synapsePID}
+	if _, err := srv.cpuSeconds(); err != nil {
+		return nil, fmt.Errorf("--synapse-pid %d: %w", o.synapsePID, err)
+	}
+	r := &Run{Engine: "synapse", DB: "SQLite (Synapse)", Replicas: 1, ServerCommand: "Synapse at " + srv.base + " (scripts/bench-synapse.sh)"}
+	hc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: 2 * max(slices.Max(o.clients), o.uploadClients), DisableCompression: true}}
+	defer hc.CloseIdleConnections()
+	start := time.Now()
+	if err := upload(ctx, hc, srv.base, fl, o); err != nil {
+		return nil, err
+	}
+	r.UploadSeconds = time.Since(start).Seconds()
+	if err := measureAll(ctx, o, hc, []*server{srv}, fl, r, cellCap, warmupCap, logf); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -670,7 +693,7 @@ func uploadBody(buf []byte, rng *rand.Rand, fl fleet, i, keys int) []byte {
 
 // measure runs one cell: clients goroutines send claims of size devices each, consecutive
 // devices from the shared cursor, until dur has passed or maxClaims device-claims were sent.
-func measure(ctx context.Context, hc *http.Client, srv *server, fl fleet, cursor *atomic.Int64, size, clients int, dur time.Duration, maxClaims int) (*Cell, error) {
+func measure(ctx context.Context, hc *http.Client, srvs []*server, fl fleet, cursor *atomic.Int64, size, clients int, dur time.Duration, maxClaims int) (*Cell, error) {
 	// Align the cursor so that no request wraps around the device list or splits a user.
 	if rem := cursor.Load() % int64(size); rem != 0 {
 		cursor.Add(int64(size) - rem)
@@ -680,7 +703,7 @@ func measure(ctx context.Context, hc *http.Client, srv *server, fl fleet, cursor
 	var mu sync.Mutex
 	var latencies []time.Duration
 	var stoppedByCount atomic.Bool
-	cpu0, err := srv.cpuSeconds()
+	cpu0, err := cpuSeconds(srvs)
 	if err != nil {
 		return nil, err
 	}
@@ -690,6 +713,7 @@ func measure(ctx context.Context, hc *http.Client, srv *server, fl fleet, cursor
 	var wg sync.WaitGroup
 	for w := 0; w < clients; w++ {
 		wg.Add(1)
+		srv := srvs[w%len(srvs)] // client w talks to replica w mod n, as a load balancer would
 		go func() {
 			defer wg.Done()
 			var lat []time.Duration
@@ -739,7 +763,7 @@ func measure(ctx context.Context, hc *http.Client, srv *server, fl fleet, cursor
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu1, err := srv.cpuSeconds()
+	cpu1, err := cpuSeconds(srvs)
 	if err != nil {
 		return nil, err
 	}
@@ -863,7 +887,7 @@ func evaluate(rep *Report) []*Target {
 	var native, wasm *Cell
 	for _, r := range rep.Runs {
 		c := r.cell(targetSize, targetClients)
-		if c == nil {
+		if c == nil || r.Engine == "synapse" { // Synapse is measured for comparison only
 			continue
 		}
 		note := ""
@@ -912,8 +936,12 @@ func markdown(rep *Report) string {
 	}
 	p("\n\n")
 	for _, r := range rep.Runs {
-		p("Engine **%s**, %s: server ready in %.1f s; %d keys uploaded in %.1f s; load average after the upload %s.\n\n",
-			r.Engine, r.DB, r.StartSeconds, r.UploadedKeys, r.UploadSeconds, r.LoadAfterSetup)
+		replicas := ""
+		if r.Replicas > 1 {
+			replicas = fmt.Sprintf(" (%d server processes on the one database, clients spread over them; server CPU is their sum)", r.Replicas)
+		}
+		p("Engine **%s**, %s%s: server ready in %.1f s; %d keys uploaded in %.1f s; load average after the upload %s.\n\n",
+			r.Engine, r.DB, replicas, r.StartSeconds, r.UploadedKeys, r.UploadSeconds, r.LoadAfterSetup)
 	}
 	p("| engine | devices/request | clients | requests | device-claims | device-claims/s | p50 | p99 | server CPU/device | driver CPU/device | stopped by |\n")
 	p("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
@@ -931,6 +959,7 @@ func markdown(rep *Report) string {
 				c.P50MS, c.P99MS, c.ServerCPUPerDev, c.ClientCPUPerDev, c.StoppedBy)
 		}
 	}
+	p("%s", sideBySide(rep))
 	if len(rep.Targets) > 0 {
 		p("\n| target (issue 4) | engine | want | measured | met |\n|---|---|---|--:|---|\n")
 		for _, t := range rep.Targets {
@@ -949,6 +978,37 @@ func markdown(rep *Report) string {
 				val = fmt.Sprintf("%.2f×", t.Measured)
 			}
 			p("| %s | %s | %s | %s | %s |\n", t.Name, t.Engine, t.Want, val, met)
+		}
+	}
+	return b.String()
+}
+
+// sideBySide renders, when Synapse was measured, each cell of keyclaim beside the same cell of
+// Synapse: device-claims per second and server CPU per device, and their ratios.
+func sideBySide(rep *Report) string {
+	var syn *Run
+	for _, r := range rep.Runs {
+		if r.Engine == "synapse" {
+			syn = r
+		}
+	}
+	if syn == nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n| engine vs Synapse | devices/request | clients | device-claims/s | Synapse | × | server CPU/device | Synapse | ÷ |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range rep.Runs {
+		if r == syn {
+			continue
+		}
+		for _, c := range r.Cells {
+			sc := syn.cell(c.Size, c.Clients)
+			if sc == nil || sc.ClaimsPerSecond == 0 || c.ServerCPUPerDev == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %.1f× | %.1f µs | %.1f µs | %.1f× |\n",
+				r.Engine, c.Size, c.Clients, thousands(c.ClaimsPerSecond), thousands(sc.ClaimsPerSecond),
+				c.ClaimsPerSecond/sc.ClaimsPerSecond, c.ServerCPUPerDev, sc.ServerCPUPerDev, sc.ServerCPUPerDev/c.ServerCPUPerDev)
 		}
 	}
 	return b.String()

@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -260,6 +264,8 @@ const (
 // postgresStore is the PostgreSQL backend. Several server processes may share one database.
 type postgresStore struct {
 	pool *pgxpool.Pool
+	// group runs concurrent claims in one transaction (see groupCommit).
+	group groupCommit
 }
 
 // openPostgres connects to PostgreSQL and migrates the schema.
@@ -273,6 +279,7 @@ func openPostgres(ctx context.Context, dsn string) (Store, error) {
 		return nil, fmt.Errorf("store: postgres: connect: %w", err)
 	}
 	s := &postgresStore{pool: pool}
+	s.group = groupCommit{claim: s.claimRounds, maxWants: groupMaxWants, maxInFlight: postgresGroupsInFlight}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("store: postgres: migrate: %w", err)
@@ -343,28 +350,115 @@ func (s *postgresStore) Close() error {
 // inTx runs fn in a READ COMMITTED transaction: every statement sees what was committed before
 // it started, which is what the locking of Upload and Claim relies on. A serialization failure, a
 // deadlock or a lost race rolls back and runs fn again, at most postgresMaxAttempts times in
-// all, each retry logged. fn must not keep state between attempts.
+// all, each retry logged. A lost connection (the database restarting, a failover, a broken
+// socket) is retried too, within the time budget of retryUnavailable. fn must not keep state
+// between attempts.
 func (s *postgresStore) inTx(ctx context.Context, op string, fn func(pgx.Tx) error) error {
-	backoff := 5 * time.Millisecond
+	return s.retryUnavailable(ctx, op, func() error {
+		backoff := 5 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, fn)
+			if err == nil || !retryable(err) {
+				return err
+			}
+			if attempt == postgresMaxAttempts {
+				slog.ErrorContext(ctx, "store: postgres: transaction failed, giving up",
+					"op", op, "attempts", attempt, "err", err)
+				return fmt.Errorf("after %d attempts: %w", attempt, err)
+			}
+			slog.WarnContext(ctx, "store: postgres: retrying transaction",
+				"op", op, "attempt", attempt, "err", err)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w (retrying after: %w)", ctx.Err(), err)
+			case <-time.After(backoff):
+			}
+			backoff *= 2
+		}
+	})
+}
+
+// postgresRetryBudget bounds how long an operation retries while the database is unreachable,
+// when its context has no deadline of its own (an earlier deadline wins). It is the default
+// request timeout of a claim (BRIEF section 2): a restart of PostgreSQL (a few seconds) is
+// ridden through; an outage longer than that is answered ErrUnavailable (HTTP 503).
+const postgresRetryBudget = 10 * time.Second
+
+// retryUnavailable runs op and, while it fails because the database cannot be reached, runs it
+// again (backing off from 20 ms to 500 ms) until it succeeds, fails otherwise, or the time
+// budget ends: the context's deadline, or postgresRetryBudget after the first failure. It then
+// returns the last error wrapped in ErrUnavailable.
+//
+// Why running again is safe: a transaction that never started, or whose connection broke before
+// COMMIT, was rolled back by PostgreSQL (a session that ends aborts its transaction), so running
+// it again is running it for the first time. The one uncertain case is a connection that breaks
+// after COMMIT was sent and before its answer came: the transaction may have committed. Running a
+// claim again then claims the next keys, and the keys of the first run are spent without being
+// answered, as when a client goes away after the commit: never handed out twice. Running an
+// upload again stores nothing twice (an identical re-upload is a no-op).
+func (s *postgresStore) retryUnavailable(ctx context.Context, op string, run func() error) error {
+	var giveUp time.Time
+	backoff := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, fn)
-		if err == nil || !retryable(err) {
+		err := run()
+		if err == nil || !unreachable(ctx, err) {
 			return err
 		}
-		if attempt == postgresMaxAttempts {
-			slog.ErrorContext(ctx, "store: postgres: transaction failed, giving up",
-				"op", op, "attempts", attempt, "err", err)
-			return fmt.Errorf("after %d attempts: %w", attempt, err)
+		now := time.Now()
+		if giveUp.IsZero() {
+			giveUp = now.Add(postgresRetryBudget)
+			if d, ok := ctx.Deadline(); ok && d.Before(giveUp) {
+				giveUp = d
+			}
 		}
-		slog.WarnContext(ctx, "store: postgres: retrying transaction",
+		if now.Add(backoff).After(giveUp) {
+			slog.ErrorContext(ctx, "store: postgres: database unreachable, giving up",
+				"op", op, "attempts", attempt, "err", err)
+			return fmt.Errorf("%w: %s after %d attempts: %w", ErrUnavailable, op, attempt, err)
+		}
+		level := slog.LevelDebug // one warning per operation is enough
+		if attempt == 1 {
+			level = slog.LevelWarn
+		}
+		slog.Log(ctx, level, "store: postgres: database unreachable, retrying",
 			"op", op, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (retrying after: %w)", ctx.Err(), err)
+			return fmt.Errorf("%w: %s: %w (retrying after: %w)", ErrUnavailable, op, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
-		backoff *= 2
+		backoff = min(2*backoff, 500*time.Millisecond)
 	}
+}
+
+// unreachable reports whether err means that the database could not be reached or dropped the
+// connection, as opposed to an answer of the database to the statements (which running them
+// again would not change) or the end of ctx.
+func unreachable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection_exception and its subclasses
+			pgErr.Code == "57P01", // admin_shutdown: the server is shutting down (restart)
+			pgErr.Code == "57P02", // crash_shutdown
+			pgErr.Code == "57P03", // cannot_connect_now: starting up, or shutting down
+			pgErr.Code == "53300": // too_many_connections
+			return true
+		}
+		return false
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return pgconn.SafeToRetry(err) || errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
+		strings.Contains(err.Error(), "conn closed")
 }
 
 // retryable reports whether a failed transaction may succeed when run again.
@@ -493,7 +587,11 @@ func pgCountKeys(ctx context.Context, q interface {
 
 // Counts implements Store.
 func (s *postgresStore) Counts(ctx context.Context, user, device string) (Counts, error) {
-	counts, err := pgCountKeys(ctx, s.pool, user, device)
+	var counts Counts
+	err := s.retryUnavailable(ctx, "counts", func() (err error) {
+		counts, err = pgCountKeys(ctx, s.pool, user, device)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
@@ -519,13 +617,20 @@ func (s *postgresStore) QueryDevices(ctx context.Context, req map[string][]strin
 		return out, nil
 	}
 
-	rows, _ := s.pool.Query(ctx, pgQueryDevices, allUsers, pairUsers, pairDevices)
-	var user, device string
-	var keys []byte
-	if _, err := pgx.ForEachRow(rows, []any{&user, &device, &keys}, func() error {
-		out[user][device] = keys
-		return nil
-	}); err != nil {
+	err := s.retryUnavailable(ctx, "query devices", func() error {
+		for _, devs := range out {
+			clear(devs)
+		}
+		rows, _ := s.pool.Query(ctx, pgQueryDevices, allUsers, pairUsers, pairDevices)
+		var user, device string
+		var keys []byte
+		_, err := pgx.ForEachRow(rows, []any{&user, &device, &keys}, func() error {
+			out[user][device] = keys
+			return nil
+		})
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("store: postgres: query devices: %w", err)
 	}
 	return out, nil
@@ -554,13 +659,16 @@ func (s *postgresStore) QueryDevices(ctx context.Context, req map[string][]strin
 // A device that does not exist when the locks are taken is not claimed from: that claim is
 // ordered before the device's first upload.
 func (s *postgresStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error) {
-	wants = dedupeWants(wants)
-	if len(wants) == 0 {
-		return []Claimed{}, nil
-	}
+	return s.group.Claim(ctx, wants)
+}
+
+// claimRounds claims the wants of every round (distinct wants within a round; see groupCommit)
+// in one transaction: lock the devices of all rounds (the first round names every device), then
+// one claim statement per round, each with a fresh snapshot that sees the rounds before it.
+func (s *postgresStore) claimRounds(ctx context.Context, rounds [][]Want) ([][]Claimed, error) {
 	var devUsers, devIDs []string
-	seen := make(map[[2]string]bool, len(wants))
-	for _, w := range wants {
+	seen := make(map[[2]string]bool, len(rounds[0]))
+	for _, w := range rounds[0] {
 		if d := [2]string{w.User, w.Device}; !seen[d] {
 			seen[d] = true
 			devUsers = append(devUsers, w.User)
@@ -568,9 +676,8 @@ func (s *postgresStore) Claim(ctx context.Context, wants []Want) ([]Claimed, err
 		}
 	}
 
-	var out []Claimed
+	out := make([][]Claimed, len(rounds))
 	err := s.inTx(ctx, "claim", func(tx pgx.Tx) error {
-		out = out[:0]
 		locked := make(map[[2]string]bool, len(devUsers))
 		rows, _ := tx.Query(ctx, pgLockDevices, devUsers, devIDs)
 		var user, device string
@@ -580,50 +687,59 @@ func (s *postgresStore) Claim(ctx context.Context, wants []Want) ([]Claimed, err
 		}); err != nil {
 			return fmt.Errorf("lock devices: %w", err)
 		}
-
-		var wUsers, wDevices, wAlgs []string
-		var wIndex []int // position in wants of each want passed on (ord - 1)
-		for i, w := range wants {
-			if locked[[2]string{w.User, w.Device}] {
-				wUsers = append(wUsers, w.User)
-				wDevices = append(wDevices, w.Device)
-				wAlgs = append(wAlgs, w.Algorithm)
-				wIndex = append(wIndex, i)
+		for r, wants := range rounds {
+			got := make([]Claimed, len(wants))
+			out[r] = got
+			if err := pgClaimRound(ctx, tx, wants, locked, got); err != nil {
+				return err
 			}
-		}
-		if len(wIndex) == 0 {
-			return nil
-		}
-
-		rows, _ = tx.Query(ctx, pgClaim, wUsers, wDevices, wAlgs)
-		var ord int64
-		var keyID, kind string
-		var key []byte
-		lost := 0
-		if _, err := pgx.ForEachRow(rows, []any{&ord, &keyID, &key, &kind}, func() error {
-			if kind == "lost" {
-				lost++
-				return nil
-			}
-			if ord < 1 || int(ord) > len(wIndex) {
-				return fmt.Errorf("claim returned ordinal %d of %d", ord, len(wIndex))
-			}
-			w := wants[wIndex[ord-1]]
-			out = append(out, Claimed{User: w.User, Device: w.Device, KeyID: keyID, Key: key, Fallback: kind == "fallback"})
-			return nil
-		}); err != nil {
-			return fmt.Errorf("claim: %w", err)
-		}
-		if lost > 0 {
-			return fmt.Errorf("%d of %d: %w", lost, len(wIndex), errLostRace)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: claim: %w", err)
 	}
-	if out == nil {
-		out = []Claimed{}
-	}
 	return out, nil
+}
+
+// pgClaimRound claims one key for each of wants (distinct) whose device is locked, with one
+// statement, and stores each key in got at the position of its want.
+func pgClaimRound(ctx context.Context, tx pgx.Tx, wants []Want, locked map[[2]string]bool, got []Claimed) error {
+	var wUsers, wDevices, wAlgs []string
+	var wIndex []int // position in wants of each want passed on (ord - 1)
+	for i, w := range wants {
+		if locked[[2]string{w.User, w.Device}] {
+			wUsers = append(wUsers, w.User)
+			wDevices = append(wDevices, w.Device)
+			wAlgs = append(wAlgs, w.Algorithm)
+			wIndex = append(wIndex, i)
+		}
+	}
+	if len(wIndex) == 0 {
+		return nil
+	}
+	rows, _ := tx.Query(ctx, pgClaim, wUsers, wDevices, wAlgs)
+	var ord int64
+	var keyID, kind string
+	var key []byte
+	lost := 0
+	if _, err := pgx.ForEachRow(rows, []any{&ord, &keyID, &key, &kind}, func() error {
+		if kind == "lost" {
+			lost++
+			return nil
+		}
+		if ord < 1 || int(ord) > len(wIndex) || got[wIndex[ord-1]].KeyID != "" {
+			return fmt.Errorf("claim returned ordinal %d of %d", ord, len(wIndex))
+		}
+		i := wIndex[ord-1]
+		w := wants[i]
+		got[i] = Claimed{User: w.User, Device: w.Device, KeyID: keyID, Key: key, Fallback: kind == "fallback"}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("claim: %w", err)
+	}
+	if lost > 0 {
+		return fmt.Errorf("%d of %d: %w", lost, len(wIndex), errLostRace)
+	}
+	return nil
 }

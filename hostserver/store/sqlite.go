@@ -192,6 +192,12 @@ var sqliteMigrations = []migration{
 			DELETE FROM one_time_keys WHERE pos > old.id << 32 AND pos < (old.id + 1) << 32;
 		END`,
 	}},
+	{version: 5, statements: []string{
+		// Batch numbers have not been drawn since version 4 (keys are numbered under their
+		// cursor): the table of version 1 that drew them is dropped (with its sqlite_sequence
+		// row). The PostgreSQL schema never had it (its upload_batch_seq is still used).
+		`DROP TABLE upload_batches`,
+	}},
 }
 
 // migration is one schema version: statements run in one transaction with its record in
@@ -409,6 +415,9 @@ type sqliteStore struct {
 	// cursorIDs caches the IDs of claim cursors (see sqliteCursorIDs).
 	cursorIDs sqliteCursorIDs
 
+	// group runs concurrent claims in one transaction (see groupCommit).
+	group groupCommit
+
 	// The statements of the writer that take a list of rows, one per size of sqliteClaimChunks.
 	claimOneTimeKeys  [len(sqliteClaimChunks)]*sql.Stmt
 	findCursors       [len(sqliteClaimChunks)]*sql.Stmt
@@ -453,6 +462,7 @@ func openSQLite(ctx context.Context, path string) (_ Store, err error) {
 	checkpointerDSN := path + "?" + pragmas
 
 	s := &sqliteStore{writeTurn: make(chan struct{}, 1)}
+	s.group = groupCommit{claim: s.claimRounds, maxWants: groupMaxWants, maxInFlight: 1, yield: true}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
@@ -995,21 +1005,20 @@ func (c *sqliteCursorIDs) add(wants []Want, ids []int64, found []int) {
 	}
 }
 
-// Claim implements Store: one IMMEDIATE transaction for the whole request, so no other writer
-// (in this process or another) sees a key between its selection and its claim. Inside it, one
-// statement (per chunk of sqliteClaimChunks) claims the one-time keys of all wants by the IDs of
-// their cursors (looked up first, in the same transaction, for cursors not in s.cursorIDs), and a
-// second one, only if some want got none, the fallback keys of those. The answer is put in order
-// after the commit, so the writer is held for little more than the statements.
+// Claim implements Store through the group commit (groupCommit): concurrent claims share one
+// transaction (claimRounds).
 func (s *sqliteStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error) {
-	wants, index := dedupeWantsIndex(wants)
-	if len(wants) == 0 {
-		return []Claimed{}, nil
-	}
-	got := make([]Claimed, len(wants)) // by position in wants; KeyID "" = nothing (yet)
-	ids := make([]int64, len(wants))   // the cursor of each want; 0 = none (known)
-	missing := s.cursorIDs.lookup(wants, ids)
+	return s.group.Claim(ctx, wants)
+}
 
+// claimRounds claims the wants of every round (distinct wants within a round) in one IMMEDIATE
+// transaction, so no other writer (in this process or another) sees a key between its selection
+// and its claim. Per round, one statement (per chunk of sqliteClaimChunks) claims the one-time
+// keys of its wants by the IDs of their cursors (looked up first, in the same transaction, for
+// cursors not in s.cursorIDs), and a second one, only if some want got none, the fallback keys
+// of those. A round sees the claims of the rounds before it. The writer is held for little more
+// than the statements.
+func (s *sqliteStore) claimRounds(ctx context.Context, rounds [][]Want) ([][]Claimed, error) {
 	tx, done, err := s.beginWrite(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: claim: %w", err)
@@ -1017,34 +1026,34 @@ func (s *sqliteStore) Claim(ctx context.Context, wants []Want) ([]Claimed, error
 	defer done()
 	defer func() { _ = tx.Rollback() }()
 
-	if missing > 0 {
-		if err := s.findCursorIDs(ctx, tx, wants, ids); err != nil {
-			return nil, fmt.Errorf("store: sqlite: claim: find cursors: %w", err)
+	out := make([][]Claimed, len(rounds))
+	for r, wants := range rounds {
+		got := make([]Claimed, len(wants)) // by position in wants; KeyID "" = nothing (yet)
+		ids := make([]int64, len(wants))   // the cursor of each want; 0 = none (known)
+		if missing := s.cursorIDs.lookup(wants, ids); missing > 0 {
+			if err := s.findCursorIDs(ctx, tx, wants, ids); err != nil {
+				return nil, fmt.Errorf("store: sqlite: claim: find cursors: %w", err)
+			}
 		}
-	}
-	n, err := s.claimByCursor(ctx, tx, wants, ids, got)
-	if err != nil {
-		return nil, fmt.Errorf("store: sqlite: claim one-time keys: %w", err)
-	}
-	if n < len(wants) {
-		m, err := s.claimEach(ctx, tx, &s.claimFallbackKeys, wants, index, got, true)
+		n, err := s.claimByCursor(ctx, tx, wants, ids, got)
 		if err != nil {
-			return nil, fmt.Errorf("store: sqlite: claim fallback keys: %w", err)
+			return nil, fmt.Errorf("store: sqlite: claim one-time keys: %w", err)
 		}
-		n += m
+		if n < len(wants) {
+			index := make(map[Want]int, len(wants)-n)
+			for i, w := range wants {
+				if got[i].KeyID == "" {
+					index[w] = i
+				}
+			}
+			if _, err := s.claimEach(ctx, tx, &s.claimFallbackKeys, wants, index, got, true); err != nil {
+				return nil, fmt.Errorf("store: sqlite: claim fallback keys: %w", err)
+			}
+		}
+		out[r] = got
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("store: sqlite: claim: commit: %w", err)
-	}
-
-	if n == len(got) { // every want got a key (the usual case): got is the answer
-		return got, nil
-	}
-	out := make([]Claimed, 0, n)
-	for _, c := range got {
-		if c.KeyID != "" {
-			out = append(out, c)
-		}
 	}
 	return out, nil
 }

@@ -571,3 +571,60 @@ func TestSQLiteDeletingADeviceDeletesItsKeys(t *testing.T) {
 	equal(t, "cursors left", cursors, 1)
 	equal(t, "bob", claimAll(t, s, bob, "DEV", "curve25519"), []string{"curve25519:1"})
 }
+
+// TestSQLiteMigratesVersion4 upgrades a database of schema version 4, which had the table
+// upload_batches (unused since version 4 numbers keys under their cursor), to version 5, which
+// drops it: the version 4 schema is the version 5 schema plus that table, so the test writes
+// keys with the current store, puts the table (with a drawn number, as version 1 left it) and the
+// version record back, and opens the file again. Keys, their order, claimed IDs and fallback
+// keys are unchanged; the table and its sqlite_sequence row are gone.
+func TestSQLiteMigratesVersion4(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	ctx := testCtx(t)
+	s, err := Open(ctx, "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustUpload(t, s, alice, "DEV", Upload{
+		OneTimeKeys:  otks(`signed_curve25519:b="2"`, `signed_curve25519:a="1"`, `signed_curve25519:c="3"`),
+		FallbackKeys: otks(`signed_curve25519:fb="f"`),
+	})
+	equal(t, "first claim", claimOne(t, s, alice, "DEV", sc), "signed_curve25519:a")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`CREATE TABLE upload_batches (batch INTEGER PRIMARY KEY AUTOINCREMENT)`,
+		`INSERT INTO upload_batches DEFAULT VALUES`,
+		`DELETE FROM upload_batches`,
+		`DELETE FROM schema_migrations WHERE version = 5`,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, "sqlite:"+path)
+	equal(t, "schema versions", schemaVersions(t, s), knownVersions(s))
+	var n int
+	if err := s.(*sqliteStore).reader.QueryRowContext(ctx,
+		`SELECT (SELECT count(*) FROM sqlite_master WHERE name = 'upload_batches') +
+		        (SELECT count(*) FROM sqlite_sequence WHERE name = 'upload_batches')`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "upload_batches left behind", n, 0)
+	equal(t, "counts", mustCounts(t, s, alice, "DEV")[sc], 2)
+	// The claimed ID stays refused, a new key comes after the old ones.
+	mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks(`signed_curve25519:a="1"`, `signed_curve25519:0="0"`)})
+	equal(t, "claims after the upgrade", claimAll(t, s, alice, "DEV", sc),
+		[]string{"signed_curve25519:b", "signed_curve25519:c", "signed_curve25519:0"})
+	equal(t, "fallback", claimOne(t, s, alice, "DEV", sc), "fallback:signed_curve25519:fb")
+}

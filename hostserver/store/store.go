@@ -84,6 +84,13 @@ var ErrKeyConflict = errors.New("store: a different key already exists under thi
 // already; it answers this error with 400.
 var ErrInvalidKey = errors.New("store: invalid key")
 
+// ErrUnavailable (use errors.Is) is returned when the database could not be reached (or kept
+// dropping the connection) for the whole time budget of the operation, so nothing was done: the
+// request may be sent again later. The HTTP layer answers it with 503 and Retry-After. Shorter
+// outages (a restart of PostgreSQL) are ridden through inside the store by running the
+// operation again.
+var ErrUnavailable = errors.New("store: the database is unreachable")
+
 // Open opens the store named by dsn and runs its schema migrations:
 //
 //   - "sqlite:PATH" opens (creating it and its parent directory if needed) the SQLite database
