@@ -279,6 +279,9 @@ func (s *Server) buildEcho() *echo.Echo {
 	add(http.MethodGet, "/healthz", s.handleHealthz)
 	add(http.MethodGet, "/readyz", s.handleReadyz)
 	add(http.MethodGet, "/metrics", echo.WrapHandler(s.metrics.handler()))
+	if s.cfg.Dev || s.cfg.Playground {
+		s.addPlayground(add)
+	}
 	return e
 }
 
