@@ -1,0 +1,15 @@
+// What both entry points export besides load().
+export {
+  ABI_VERSION,
+  OPERATIONS,
+  DEFAULT_MAX_MEMORY_MIB,
+  DEFAULT_RECYCLE_MEMORY_MIB,
+  Engine,
+  KeyclaimError,
+  KeyclaimTrap,
+  Tracker,
+  TrackerLostError,
+  unwrap,
+} from './engine.js';
+export type { EngineStats, LoadOptions } from './engine.js';
+export type * from './types.js';
