@@ -13,6 +13,8 @@ WEBSITE := web/dist/index.html
 WEBEMBED := hostserver/playground/site
 WEBSRC := $(wildcard web/src/*.ts web/index.html web/style.css web/sw.js web/build.mjs web/tsconfig.json)
 WEBDEPS := web/node_modules/.package-lock.json
+# The page reaches the engine through the TypeScript package's browser build (bindings/ts).
+TSPKG := bindings/ts/dist/browser.js
 PLAYGROUND := $(DIST)/keyclaim-playground
 PLAYGROUND_ADDR ?= 127.0.0.1:8090
 GOFILES := $(shell find . -name '*.go' -not -path './node_modules/*' -not -path '*/node_modules/*' 2>/dev/null)
@@ -29,7 +31,7 @@ help: ## list the targets
 
 build: wasm $(SERVER) ## build dist/keyclaim.wasm and dist/keyclaim-server
 
-$(SERVER): $(GOFILES) go.mod go.sum $(EMBED) $(WEBSITE)
+$(SERVER): $(GOFILES) go.mod go.sum $(EMBED) $(WEBEMBED)/index.html
 	@mkdir -p $(DIST)
 	$(GO) build -trimpath -o $@ ./cmd/keyclaim-server
 
@@ -109,13 +111,18 @@ clean: ## remove build outputs (keeps ./var, the development database)
 	rm -rf $(DIST) $(EMBED)
 	rm -rf web/dist && find $(WEBEMBED) -mindepth 1 -not -name .gitkeep -delete
 
-web: $(WEBSITE) ## build the browser playground into web/dist (and embed it into the keys server)
+web: $(WEBSITE) $(WEBEMBED)/index.html ## build the browser playground into web/dist (and embed it into the keys server)
 
 $(WEBDEPS): web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 
-$(WEBSITE): $(WASM) $(WEBSRC) $(WEBDEPS)
+$(TSPKG): $(WASM) $(wildcard bindings/ts/src/*.ts) bindings/ts/package.json bindings/ts/package-lock.json
+	cd bindings/ts && npm ci --no-audit --no-fund && npm run build
+
+$(WEBSITE): $(WASM) $(TSPKG) $(WEBSRC) $(WEBDEPS)
 	cd web && npx tsc --noEmit -p . && node build.mjs
+
+$(WEBEMBED)/index.html: $(WEBSITE)
 	find $(WEBEMBED) -mindepth 1 -not -name .gitkeep -delete
 	cp web/dist/* $(WEBEMBED)/
 

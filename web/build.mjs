@@ -1,17 +1,22 @@
 // Builds the playground into web/dist: the page, its bundled script (esbuild; the `keyclaim`
-// package's browser build is bundled in), its styles, the engine's WebAssembly module (the one
-// `make wasm` built, dist/keyclaim.wasm) and the service worker that keeps them all for offline use.
+// package's browser build, bindings/ts, is bundled in), its styles, the engine's WebAssembly
+// module (the package's keyclaim.wasm, which the package's browser build fetches from beside the
+// script) and the service worker that keeps them all for offline use.
 import { build } from "esbuild";
 import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const out = join(here, "dist");
-const wasm = process.env.KEYCLAIM_WASM ?? join(here, "..", "dist", "keyclaim.wasm");
-if (!existsSync(wasm)) {
-  console.error(`build.mjs: ${wasm} is missing: run \`make wasm\` first`);
+let wasm;
+try {
+  wasm = createRequire(import.meta.url).resolve("keyclaim/keyclaim.wasm");
+} catch {}
+if (!wasm || !existsSync(wasm)) {
+  console.error("build.mjs: the keyclaim package has no keyclaim.wasm: run `make web` (it builds bindings/ts after `make wasm`)");
   process.exit(1);
 }
 

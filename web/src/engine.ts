@@ -29,9 +29,9 @@ export class Engine {
 
   private constructor(private readonly invokeRaw: (op: string, input: string) => Uint8Array) {}
 
-  /** Loads the module that sits beside the page (keyclaim.wasm). */
+  /** Loads the module: the package's browser build fetches keyclaim.wasm from beside the script. */
   static async load(): Promise<Engine> {
-    const engine = await load({ module: new URL("keyclaim.wasm", document.baseURI) });
+    const engine = await load();
     return new Engine((op, input) => engine.invoke(op, input));
   }
 
