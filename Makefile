@@ -99,7 +99,7 @@ check: wasm lint ## lint, import boundaries, wasip1 build of core, tidy and clea
 	@echo "make check: clean"
 
 FUZZTIME ?= 30s
-FUZZPKGS := ./core/ ./bindings/go/ ./hostserver/ ./hostserver/federation/ ./hostserver/proxy/ ./wasm/jumpthread/
+FUZZPKGS := ./core/ ./bindings/go/ ./hostserver/ ./hostserver/federation/ ./hostserver/proxy/ ./wasm/jumpthread/ ./hostserver/playground/
 
 fuzz: wasm ## run every fuzz target of every package for FUZZTIME each (default 30s)
 	@for p in $(FUZZPKGS); do \

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -117,6 +118,9 @@ type Config struct {
 	// FederationAuthenticator authenticates inbound federation requests; nil means X-Matrix
 	// verification with the origin's published keys (a [federation.Verifier]).
 	FederationAuthenticator FederationAuthenticator
+	// PlaygroundFS replaces the playground site embedded at build time (--dev, --playground):
+	// a directory like web/dist. nil means the embedded one.
+	PlaygroundFS fs.FS
 	// Federation claims and queries keys of remote users; nil means the X-Matrix signing
 	// [federation.Client] built from the configuration ([NoFederation] when federation is off).
 	Federation Federation

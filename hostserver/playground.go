@@ -26,7 +26,10 @@ func (s *Server) addPlayground(add func(method, path string, h echo.HandlerFunc)
 	if s.cfg.Dev {
 		add(http.MethodGet, PlaygroundLivePath, s.handlePlaygroundLive)
 	}
-	fsys, ok := playground.Embedded()
+	fsys, ok := s.cfg.PlaygroundFS, s.cfg.PlaygroundFS != nil
+	if !ok {
+		fsys, ok = playground.Embedded()
+	}
 	var site *playground.Site
 	var err error
 	if ok {

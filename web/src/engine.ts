@@ -15,6 +15,8 @@ export interface Call {
   op: string;
   input: string;
   output: string;
+  /** How long the module took, in milliseconds (performance.now around the call). */
+  ms: number;
 }
 
 /** What a call answered: the result's exact bytes (as text) and its parsed value, or an error. */
@@ -41,8 +43,9 @@ export class Engine {
    * envelope without its 10-byte prefix and its final brace (ABI.md section 6).
    */
   call(op: string, input: string): Answer {
+    const t0 = performance.now();
     const output = decoder.decode(this.invokeRaw(op, input));
-    this.calls.push({ op, input, output });
+    this.calls.push({ op, input, output, ms: performance.now() - t0 });
     if (output.startsWith(RESULT_PREFIX)) {
       const text = output.slice(RESULT_PREFIX.length, -1);
       return { ok: true, text, value: JSON.parse(text) };

@@ -1,6 +1,6 @@
 // The playground page: the scenario editor, the two answers side by side, the per-device
 // outcomes, the retry tracker and live mode, all computed by the engine (engine.ts).
-import { Engine, type MatrixError } from "./engine";
+import { Engine, type Call, type MatrixError } from "./engine";
 import { prettyDiff } from "./pretty";
 import { devicesOf, droppedParts, keySource, MODES, runScenario, serverOf, type Field, type Mode, type Run } from "./run";
 import { BEHAVIOURS, EXAMPLES, decodeFragment, encodeFragment, example, type Behaviour, type Scenario } from "./scenario";
@@ -21,8 +21,8 @@ export interface PlaygroundProbe {
   trackerRuns: number;
   lastRun?: { computeMs: number; renderMs: number; devices: number };
   interactiveMs?: number;
-  calls: () => { op: string; input: string; output: string }[];
-  trackerCalls: () => { op: string; input: string; output: string }[];
+  calls: () => Call[];
+  trackerCalls: () => Call[];
   scenario: () => Scenario;
   load: (s: Scenario) => void;
 }
@@ -36,8 +36,8 @@ let engine: Engine;
 let state: Scenario;
 let exampleId: string | undefined;
 let lastRun: Run | undefined;
-let lastCalls: { op: string; input: string; output: string }[] = [];
-let trackerCalls: { op: string; input: string; output: string }[] = [];
+let lastCalls: Call[] = [];
+let trackerCalls: Call[] = [];
 const probe: PlaygroundProbe = {
   ready: false,
   runs: 0,
@@ -194,6 +194,7 @@ function runAndRender() {
   lastCalls = engine.takeCalls();
   const t1 = performance.now();
   render(run);
+  void document.body.offsetHeight; // the layout of what was rendered is part of rendering it
   const t2 = performance.now();
   lastRun = run;
   const devices = run.claim ? Object.values(run.claim.request).reduce((n, d) => n + Object.keys(d).length, 0) : 0;
@@ -207,6 +208,9 @@ function runAndRender() {
   // The tracker replays claims: after the answers are on screen.
   window.setTimeout(renderTracker, 0);
 }
+
+/** The outcome rows shown before "Show all". */
+const TABLE_ROWS = 200;
 
 function render(run: Run) {
   const errs = run.errors;
@@ -272,7 +276,19 @@ function render(run: Run) {
       rows.push(`<tr><td data-label="User">${esc(user)}</td><td data-label="Device">${esc(dev)}</td>${cells.join("")}<td data-label="Why">${why}</td></tr>`);
     }
   }
-  $("#outcomes tbody").innerHTML = rows.join("") || `<tr><td colspan="5">The request names no device.</td></tr>`;
+  // A large claim shows its first rows at once, the rest on request (each row is laid out).
+  const tbody = $<HTMLTableSectionElement>("#outcomes tbody");
+  tbody.innerHTML =
+    rows.length === 0
+      ? `<tr><td colspan="5">The request names no device.</td></tr>`
+      : rows.length <= TABLE_ROWS
+        ? rows.join("")
+        : rows.slice(0, TABLE_ROWS).join("") + `<tr><td colspan="5"><button type="button" id="all-rows">Show all ${rows.length.toLocaleString("en")} devices</button></td></tr>`;
+  document.getElementById("all-rows")?.addEventListener("click", () => {
+    tbody.innerHTML = rows.join("");
+    (tbody.rows[TABLE_ROWS]?.cells[0] as HTMLElement | undefined)?.setAttribute("tabindex", "-1");
+    (tbody.rows[TABLE_ROWS]?.cells[0] as HTMLElement | undefined)?.focus();
+  });
 
   const dropped = droppedParts(claim, state.serverName);
   $("#dropped tbody").innerHTML =
@@ -446,7 +462,9 @@ async function start() {
   sel.innerHTML = `<option value="">(edited)</option>` + EXAMPLES.map((e) => `<option value="${e.id}">${esc(e.title)}</option>`).join("");
   status("Loading the engine…");
   try {
+    performance.mark("keyclaim-load-start");
     engine = await Engine.load();
+    performance.mark("keyclaim-engine-loaded");
   } catch (e) {
     status(`The engine could not be loaded: ${(e as Error).message}`);
     throw e;

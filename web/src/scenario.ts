@@ -137,8 +137,9 @@ export function largeScenario(n: number): Scenario {
   }
   return {
     serverName: "example.org",
-    request: pretty({ one_time_keys: request, timeout: 10000 }),
-    inventory: pretty(inventory),
+    // Compact: the page and the engine read 1,000 devices' keys faster without indentation.
+    request: JSON.stringify({ one_time_keys: request, timeout: 10000 }),
+    inventory: JSON.stringify(inventory),
     remotes: { "big.example": { behaviour: "full" }, "slow.example": { behaviour: "timeout" }, "junk.example": { behaviour: "junk" } },
     tracker: freshTracker(),
   };
@@ -211,10 +212,13 @@ function fromBase64Url(s: string): string {
   return new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
 }
 
+const exampleJSON = new Map<string, string>();
+
 export function encodeFragment(s: Scenario, exampleId?: string): string {
-  if (exampleId !== undefined) {
-    const ex = example(exampleId);
-    if (ex && JSON.stringify(ex.scenario()) === JSON.stringify(s)) return `#example=${exampleId}`;
+  const ex = exampleId === undefined ? undefined : example(exampleId);
+  if (ex) {
+    if (!exampleJSON.has(ex.id)) exampleJSON.set(ex.id, JSON.stringify(ex.scenario()));
+    if (exampleJSON.get(ex.id) === JSON.stringify(s)) return `#example=${ex.id}`;
   }
   return "#s=" + toBase64Url(JSON.stringify(s));
 }

@@ -80,6 +80,12 @@ async function checkParity(page) {
   // The outcome table says what native classify_claim says.
   const classify = calls.map((c, i) => ({ ...c, native: want[i] })).filter((c) => c.op === "classify_claim");
   const outcomes = JSON.parse(resultOf(classify[0].native)).outcomes;
+  // A large claim shows 200 rows until "Show all" is pressed.
+  const all = page.locator("#all-rows");
+  if (await all.count()) {
+    assert.match(await all.textContent(), /Show all [\d,]+ devices/);
+    await all.click();
+  }
   const rows = await page.locator("#outcomes tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
   const label = { claimed: "claimed", no_keys: "no keys", server_failed: "server failed" };
   let n = 0;
