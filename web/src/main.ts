@@ -25,6 +25,10 @@ export interface PlaygroundProbe {
   trackerCalls: () => Call[];
   scenario: () => Scenario;
   load: (s: Scenario) => void;
+  /** Runs the current scenario again, now (for the benchmark). */
+  rerun: () => PlaygroundProbe["lastRun"];
+  /** Runs the current scenario's claim through the engine without rendering it; milliseconds. */
+  computeOnly: () => number;
 }
 declare global {
   interface Window {
@@ -48,6 +52,16 @@ const probe: PlaygroundProbe = {
   load: (s) => {
     exampleId = undefined;
     setScenario(s);
+  },
+  rerun: () => {
+    runAndRender();
+    return probe.lastRun;
+  },
+  computeOnly: () => {
+    const t0 = performance.now();
+    runScenario(engine, state);
+    engine.takeCalls();
+    return performance.now() - t0;
   },
 };
 window.__playground = probe;
