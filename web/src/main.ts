@@ -29,6 +29,8 @@ export interface PlaygroundProbe {
   rerun: () => PlaygroundProbe["lastRun"];
   /** Runs the current scenario's claim through the engine without rendering it; milliseconds. */
   computeOnly: () => number;
+  /** Renders the last run again (and lays it out) without computing it; milliseconds. */
+  renderOnly: () => number;
 }
 declare global {
   interface Window {
@@ -54,8 +56,14 @@ const probe: PlaygroundProbe = {
     setScenario(s);
   },
   rerun: () => {
-    runAndRender();
+    runAndRender(false);
     return probe.lastRun;
+  },
+  renderOnly: () => {
+    const t0 = performance.now();
+    if (lastRun) render(lastRun);
+    void document.body.offsetHeight;
+    return performance.now() - t0;
   },
   computeOnly: () => {
     const t0 = performance.now();
@@ -193,7 +201,8 @@ function schedule(delay = 200) {
   timer = window.setTimeout(() => runAndRender(), delay);
 }
 
-function runAndRender() {
+/** Runs the scenario and renders it; then, unless told not to, the tracker (which replays claims). */
+function runAndRender(withTracker = true) {
   clearTimeout(timer);
   renderRemotes();
   const t0 = performance.now();
@@ -220,7 +229,23 @@ function runAndRender() {
   if (callsBox.open) renderCalls();
   else $("ol", callsBox).innerHTML = "";
   // The tracker replays claims: after the answers are on screen.
-  window.setTimeout(renderTracker, 0);
+  if (withTracker) window.setTimeout(renderTracker, 0);
+}
+
+let inventoryCache: { text: string; value: unknown } | undefined;
+
+/** The scenario's inventory, parsed (once per text: a 1,000-device one is large). */
+function parsedInventory(): unknown {
+  if (inventoryCache?.text !== state.inventory) {
+    let value: unknown = {};
+    try {
+      value = JSON.parse(state.inventory || "{}");
+    } catch {
+      // the engine has said what is wrong with it
+    }
+    inventoryCache = { text: state.inventory, value };
+  }
+  return inventoryCache.value;
 }
 
 /** The outcome rows shown before "Show all". */
@@ -255,12 +280,7 @@ function render(run: Run) {
       : `Marked + : ${pm.marked} ${pm.marked === 1 ? "entry" : "entries"} only in msc4072, ${pl.marked} only in legacy (~ : a different value).`;
 
   // Per-device outcomes.
-  let inventory: unknown;
-  try {
-    inventory = JSON.parse(state.inventory || "{}");
-  } catch {
-    inventory = {};
-  }
+  const inventory = parsedInventory();
   const rows: string[] = [];
   const fails = m.value.failures;
   const label: Record<string, string> = { claimed: "claimed", no_keys: "no keys", server_failed: "server failed" };
@@ -274,7 +294,7 @@ function render(run: Run) {
       });
       let why = "";
       const x = o[0];
-      if (x.outcome === "claimed") why = `<code>${esc(x.key_id)}</code>: ${esc(keySource(inventory, user, dev, x.key_id))}`;
+      if (x.outcome === "claimed") why = `<code>${esc(x.key_id)}</code><br>${esc(keySource(inventory, user, dev, x.key_id))}`;
       else if (x.outcome === "server_failed") {
         const f = fails[srv];
         why = f ? `${f.status}${f.errcode ? " " + esc(f.errcode) : ""}: ${esc(f.message)}` : "its server failed";
@@ -306,8 +326,8 @@ function render(run: Run) {
 
   const dropped = droppedParts(claim, state.serverName);
   $("#dropped tbody").innerHTML =
-    dropped.map((d) => `<tr><td data-label="Server">${esc(d.server)}</td><td data-label="User">${esc(d.user)}</td><td data-label="Device">${esc(d.device)}</td><td data-label="Key ID">${d.keyId ? `<code>${esc(d.keyId)}</code>` : ""}</td><td data-label="Why">${esc(d.reason)}</td></tr>`).join("") ||
-    `<tr><td colspan="5">Nothing: every remote answer held only what was asked.</td></tr>`;
+    dropped.map((d) => `<tr><td data-label="Server">${esc(d.server)}</td><td data-label="User">${esc(d.user)}</td><td data-label="Device">${esc(d.device)}</td><td data-label="What and why">${d.keyId ? `<code>${esc(d.keyId)}</code><br>` : ""}${esc(d.reason)}</td></tr>`).join("") ||
+    `<tr><td colspan="4">Nothing: every remote answer held only what was asked.</td></tr>`;
 
   $("#remote-answers > div").innerHTML =
     Object.entries(claim.remotes)
