@@ -24,7 +24,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-node test-python test-client test-synapse bench bench-server run lint check fuzz clean web playground test-web bench-web
+.PHONY: help build wasm test test-go test-ts test-python test-client test-synapse bench bench-ts bench-server run lint check fuzz clean web playground test-web bench-web
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,7 +48,7 @@ $(EMBED): $(WASM)
 	@mkdir -p $(dir $@)
 	cp $(WASM) $@
 
-test: test-go test-node test-python test-client test-synapse test-web ## run every test: the Go suites, the vectors on Node.js and wasmtime, a real client's crypto library, a real Synapse, the playground in Chromium
+test: test-go test-ts test-python test-client test-synapse test-web ## run every test: the Go suites, the TypeScript package (Node.js and Chromium), the vectors on wasmtime, a real client's crypto library, a real Synapse, the playground in Chromium
 	@echo "make test: every test passed"
 
 test-go: wasm ## the Go tests of every package, then the server suite through the wasm engine (starts PostgreSQL when it can)
@@ -57,8 +57,8 @@ test-go: wasm ## the Go tests of every package, then the server suite through th
 		KEYCLAIM_TEST_ENGINE=wasm $(GO) test -count=1 ./hostserver/
 	@echo "make test-go: all Go tests passed"
 
-test-node: wasm ## the shared vectors through the module on Node.js (V8), with bindings/node's minimal host
-	cd bindings/node && node --test
+test-ts: wasm ## the npm package keyclaim (bindings/ts): build, npm pack, install into var/ts-test, every vector on Node.js and in Chromium (apt-get installs chromium if absent)
+	bash bindings/ts/scripts/test.sh
 
 PYVENV := var/python-venv
 
@@ -71,10 +71,13 @@ test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-w
 	cd clienttest && npm ci --no-audit --no-fund
 	$(GO) test -tags realclient -count=1 ./clienttest/
 
-bench: wasm ## run the benchmarks (core, wasm host, engines, store, the module on Node.js, then the server load driver)
+bench: wasm ## run the benchmarks (core, wasm host, engines, store, the TypeScript package on Node.js and Chromium, then the server load driver)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/ ./hostserver/store/
-	cd bindings/node && node bench.mjs
+	$(MAKE) bench-ts
 	$(MAKE) bench-server
+
+bench-ts: wasm ## complete_client through the TypeScript package, typed vs raw invoke, on Node.js and in Chromium
+	bash bindings/ts/scripts/test.sh bench
 
 bench-server: build ## load-test dist/keyclaim-server on loopback (native and wasm engines)
 	$(GO) run ./bench/loaddriver --server-binary $(SERVER) --engine native,wasm

@@ -11,5 +11,6 @@ export {
   TrackerLostError,
   unwrap,
 } from './engine.js';
-export type { EngineStats, LoadOptions } from './engine.js';
+export type { CompiledModule, EngineStats, LoadOptions } from './engine.js';
 export type * from './types.js';
+export { capMemory, capMemoryStream } from './memcap.js';

@@ -45,6 +45,7 @@ export const OPERATIONS: readonly Operation[] = [
   'complete_upstream',
 ];
 
+const NOT_OPERATIONS = new Set(['abi_version', 'alloc', 'free', 'tracker_new', 'tracker_plan', 'tracker_observe', 'tracker_free']);
 const MiB = 1024 * 1024;
 /** Default hard cap of an instance's memory (ABI section 10; the Go host's default too). */
 export const DEFAULT_MAX_MEMORY_MIB = 256;
@@ -85,13 +86,19 @@ export class TrackerLostError extends Error {
   }
 }
 
+/**
+ * A compiled WebAssembly.Module, written so that the declarations need no `dom` lib: where the
+ * WebAssembly global is not declared (Node.js types without `dom`), this is `never`.
+ */
+export type CompiledModule = typeof globalThis extends { WebAssembly: { Module: abstract new (...args: never[]) => infer M } } ? M : never;
+
 /** Options of load(). */
 export interface LoadOptions {
   /**
    * The module to load instead of the one shipped in the package: its bytes, a compiled
    * WebAssembly.Module, a URL, or (Node.js) a file path / (browser) a URL string.
    */
-  module?: string | URL | Uint8Array | ArrayBuffer | WebAssembly.Module;
+  module?: string | URL | Uint8Array | ArrayBuffer | CompiledModule;
   /**
    * Hard cap of an instance's memory in MiB (default 256): a call that needs more traps and its
    * instance is discarded. Written into the module before compiling, so it does not apply to a
@@ -405,10 +412,12 @@ export class Engine {
     }
   }
 
+  // An operation is any keyclaim_<op> export but the ABI's own (ABI section 12: a newer module
+  // may add operations, which invoke then reaches).
   #op(op: Operation): (ptr: number, len: number) => bigint {
     const inst = this.#instance();
     const fn = inst.x[`keyclaim_${op}`];
-    if (typeof fn !== 'function' || !OPERATIONS.includes(op)) {
+    if (typeof fn !== 'function' || NOT_OPERATIONS.has(op)) {
       throw new KeyclaimError('M_UNKNOWN', `unknown operation ${JSON.stringify(op)}`);
     }
     return fn as OpFn;
@@ -505,6 +514,13 @@ export class Engine {
   }
 }
 
+// A tracker dropped without free() is freed when it is garbage-collected, so that it does not
+// keep its handle (and, after a recycle, its whole instance) forever.
+interface Held { engine: Engine; inst: Instance; handle: number }
+const finalizer = typeof FinalizationRegistry === 'function'
+  ? new FinalizationRegistry<Held>((h) => { h.engine.release(h.inst, h.handle); })
+  : undefined;
+
 /**
  * A retry tracker (ABI section 9): devices without keys and failed servers are backed off.
  * Lives in one instance of its engine; free() it when done (or `using t = engine.tracker()`).
@@ -519,6 +535,7 @@ export class Tracker {
     this.#engine = engine;
     this.#inst = inst;
     this.#handle = handle;
+    finalizer?.register(this, { engine, inst, handle }, this);
   }
 
   /** The handle in its instance (0 once freed). */
@@ -561,6 +578,7 @@ export class Tracker {
     const h = this.#handle;
     if (h === 0) return false;
     this.#handle = 0;
+    finalizer?.unregister(this);
     return this.#engine.release(this.#inst, h);
   }
 
@@ -582,4 +600,37 @@ export async function engineFromModule(module: WebAssembly.Module, options: Load
   const p = prepare(module, options.stderr);
   const first = await WebAssembly.instantiate(module, p.imports);
   return new Engine(module, new Instance(first, p), options);
+}
+
+type Source = string | URL | Uint8Array | ArrayBuffer;
+const defaultModules = new Map<string, Promise<WebAssembly.Module>>();
+
+/**
+ * @internal load() of both entry points: options.module compiled by `compile` (or taken as it is
+ * when already compiled), or the package's own module at `defaultUrl`, compiled once per process
+ * and memory cap.
+ */
+export async function loadWith(
+  options: LoadOptions,
+  defaultUrl: URL,
+  compile: (src: Source, maxMiB: number) => Promise<WebAssembly.Module>,
+): Promise<Engine> {
+  const maxMiB = options.maxMemoryMiB ?? DEFAULT_MAX_MEMORY_MIB;
+  const src = options.module as Source | WebAssembly.Module | undefined;
+  let module: WebAssembly.Module;
+  if (src instanceof WebAssembly.Module) {
+    module = src;
+  } else if (src !== undefined) {
+    module = await compile(src, maxMiB);
+  } else {
+    const key = `${maxMiB} ${defaultUrl.href}`;
+    let p = defaultModules.get(key);
+    if (p === undefined) {
+      p = compile(defaultUrl, maxMiB);
+      defaultModules.set(key, p);
+      p.catch(() => defaultModules.delete(key));
+    }
+    module = await p;
+  }
+  return engineFromModule(module, options);
 }

@@ -6,8 +6,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import * as keyclaim from 'keyclaim';
-import { load, KeyclaimError, KeyclaimTrap, TrackerLostError, Tracker, unwrap } from 'keyclaim';
+import { load, capMemory, capMemoryStream, KeyclaimError, KeyclaimTrap, TrackerLostError, Tracker, unwrap } from 'keyclaim';
 
 const dec = new TextDecoder();
 const wasmPath = createRequire(import.meta.url).resolve('keyclaim/keyclaim.wasm');
@@ -53,6 +55,54 @@ test('a module of another ABI version is refused, naming both versions', async (
   await assert.rejects(load({ module: fakeModule(2) }), /ABI version 2; this package implements version 1/);
   await assert.rejects(load({ module: fakeModule(2), maxMemoryMiB: 0 }), /ABI version 2/);
   await assert.rejects(load({ module: new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]) }), /not a keyclaim module/);
+});
+
+test('capMemory writes a maximum into the module: memory cannot grow past it', async () => {
+  const fake = fakeModule(1);
+  const capped = capMemory(fake, 3 * 65536);
+  assert.ok(capped.length > fake.length);
+  const { exports } = (await WebAssembly.instantiate(capped)).instance;
+  assert.equal(exports.memory.grow(2), 1);
+  assert.throws(() => exports.memory.grow(1), RangeError);
+  // Uncapped, the same module grows.
+  assert.equal((await WebAssembly.instantiate(fake)).instance.exports.memory.grow(10), 1);
+  // keyclaim.wasm itself: the cap lands in its memory section (42 pages at the start).
+  const real = readFileSync(wasmPath);
+  const { instance } = await WebAssembly.instantiate(capMemory(real, 50 * 65536), {
+    wasi_snapshot_preview1: new Proxy({}, { get: () => () => 52 }),
+  });
+  const mem = instance.exports.memory;
+  assert.throws(() => mem.grow(50 - mem.buffer.byteLength / 65536 + 1), RangeError);
+  assert.equal(capMemory(real, 0).length, real.length + 1, 'a cap below the initial size keeps the initial size');
+});
+
+test('capMemoryStream gives the bytes of capMemory however the module is cut into chunks; random bytes never hang it', async () => {
+  const real = new Uint8Array(readFileSync(wasmPath));
+  let seed = 42;
+  const rand = (n) => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) % n; }; // xorshift32
+  for (const [bytes, cap] of [[real, 24 << 20], [real, 0], [fakeModule(1), 65536], [real.subarray(0, 100), 1 << 20]]) {
+    const want = capMemory(bytes, cap);
+    for (let round = 0; round < 8; round++) {
+      const chunks = [];
+      for (let i = 0; i < bytes.length;) {
+        const n = 1 + rand(round < 2 ? 4096 : 100000);
+        chunks.push(bytes.slice(i, i + n));
+        i += n;
+      }
+      const got = new Uint8Array(await new Response(new Blob(chunks).stream().pipeThrough(capMemoryStream(cap))).arrayBuffer());
+      assert.deepEqual(got, want, `cap ${cap}, round ${round}`);
+    }
+  }
+  for (let i = 0; i < 2000; i++) {
+    const junk = new Uint8Array(rand(64));
+    for (let j = 0; j < junk.length; j++) junk[j] = rand(256);
+    if (i % 2) junk.set([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0].slice(0, junk.length));
+    try {
+      capMemory(junk, 65536);
+    } catch (e) {
+      assert.match(String(e), /keyclaim: /);
+    }
+  }
 });
 
 test('a call past the memory cap traps; the instance is discarded and the next call succeeds', async () => {
@@ -111,6 +161,20 @@ test('an instance grown past the bound is replaced; its trackers keep it until f
   assert.equal(e.stats().instances, 1);
 });
 
+test('a tracker dropped without free() is freed when it is garbage-collected', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc');
+  const e = await load({ recycleMemoryMiB: 8 });
+  (() => { e.tracker(); })();
+  e.parseClaim(bigParse(40_000)); // recycles the instance, which the tracker keeps alive
+  assert.equal(e.stats().instances, 1);
+  for (let i = 0; i < 50 && e.stats().instances > 0; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(e.stats().instances, 0, 'the unreferenced tracker still holds its instance');
+});
+
 test('bodies as text, UTF-8 bytes, an ArrayBuffer, an object, or invalid bytes', async () => {
   const e = await load();
   const text = '{"one_time_keys":{"@alice:example.org":{"ALICEDEV":"signed_curve25519"}}}';
@@ -150,6 +214,8 @@ test('errors: KeyclaimError carries the errcode; invoke returns the envelope unc
   assert.throws(() => e.tracker({ max_entries: -1 }), (err) => err.errcode === 'M_INVALID_PARAM');
   assert.throws(() => e.invoke('no_such_op', '{}'), (err) => err instanceof KeyclaimError && err.errcode === 'M_UNKNOWN');
   assert.throws(() => e.invoke('tracker_new', '{}'), (err) => err.errcode === 'M_UNKNOWN');
+  assert.throws(() => e.invoke('alloc', '{}'), (err) => err.errcode === 'M_UNKNOWN');
+  assert.throws(() => e.invoke('memory', '{}'), (err) => err.errcode === 'M_UNKNOWN');
   // Bytes in, the same bytes out as from a string.
   assert.deepEqual(e.invoke('parse_claim', new TextEncoder().encode(small)), e.invoke('parse_claim', small));
   // A tracker after free() refuses to run; its handle is 0.
