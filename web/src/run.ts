@@ -90,7 +90,16 @@ export function claimOnce(engine: Engine, s: Scenario, requestText: string, inve
   const servers = Object.keys(fanout.remote).sort();
   const bodies = [q(fanout.local), ...servers.map((srv) => q(fanout.remote[srv]))];
   const selected = engine.call("select_keys", `{"inventory":${inventoryText},"requests":[${bodies.join(",")}]}`);
-  if (!selected.ok) return { field: "inventory", error: selected.error };
+  if (!selected.ok) {
+    if (selected.error.errcode === "M_NOT_JSON") {
+      // The inventory is not JSON: the module's byte offset counts from the start of the whole
+      // select_keys input. Read as a body on its own (classify_claim parses its body first), the
+      // same text gives the module's message with the offset in the inventory itself.
+      const own = engine.call("classify_claim", `{"request":{"one_time_keys":{}},"body":${q(inventoryText)}}`);
+      if (!own.ok && own.error.errcode === "M_NOT_JSON") return { field: "inventory", error: own.error };
+    }
+    return { field: "inventory", error: selected.error };
+  }
   const sel = selected.value as { inventory: unknown; results: unknown[] };
 
   const remotes: Claim["remotes"] = {};

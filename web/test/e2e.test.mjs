@@ -217,6 +217,20 @@ describe("the playground in Chromium", () => {
     assert.equal(await page.locator("#inventory").getAttribute("aria-invalid"), "true");
   });
 
+  test("an inventory that is not JSON: the error's byte offset is in the inventory", async () => {
+    await chooseExample(page, "complete");
+    const before = await probe(page);
+    const inventory = '{"@alice:example.org": {,}}';
+    await page.locator("#inventory").fill(inventory);
+    await page.waitForFunction((r) => window.__playground.runs > r, before.runs);
+    const err = page.locator("#inventory-error");
+    assert.equal(await err.locator(".errcode").textContent(), "M_NOT_JSON");
+    const want = JSON.parse(native([{ op: "classify_claim", input: JSON.stringify({ request: { one_time_keys: {} }, body: inventory }) }])[0]);
+    assert.equal(want.errcode, "M_NOT_JSON");
+    assert.match(want.error, /at byte 24\b/); // the comma, counted from the inventory's first byte
+    assert.equal(await err.locator(".message").textContent(), want.error);
+  });
+
   test("the share link restores the edited scenario", async () => {
     await chooseExample(page, "omit");
     const before = await probe(page);
