@@ -36,6 +36,7 @@ func (s *Server) addPlayground(add func(method, path string, h echo.HandlerFunc)
 		site, err = playground.Load(fsys)
 	}
 	if !ok || err != nil {
+		s.playground = "(not built into this binary: run `make build`)"
 		if err != nil {
 			s.logger.Error("playground: the embedded site cannot be served", "err", err)
 		}
@@ -44,6 +45,7 @@ func (s *Server) addPlayground(add func(method, path string, h echo.HandlerFunc)
 		})
 		return
 	}
+	s.playground = "(open it in a browser; live mode claims with the tokens above)"
 	h := echo.WrapHandler(site)
 	for _, p := range site.Paths() {
 		add(http.MethodGet, p, h)

@@ -42,6 +42,7 @@ type Server struct {
 	echo       *echo.Echo
 	http       *http.Server
 	routes     map[string]bool // registered path patterns, for the route label of metrics
+	playground string          // what the banner says of the playground; "" when it is not served
 
 	mu       sync.Mutex
 	started  bool
