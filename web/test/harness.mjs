@@ -24,6 +24,8 @@ function need(path, how) {
 export function startProcess(cmd, args, pattern, { cwd = root, timeoutMs = 30000 } = {}) {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+    children.add(p);
+    p.on("exit", () => children.delete(p));
     let out = "", err = "";
     const timer = setTimeout(() => fail(new Error(`${cmd} did not start within ${timeoutMs} ms:\n${out}\n${err}`)), timeoutMs);
     const fail = (e) => {
@@ -43,6 +45,12 @@ export function startProcess(cmd, args, pattern, { cwd = root, timeoutMs = 30000
     p.on("exit", (code) => fail(new Error(`${cmd} exited (${code}) before it was ready:\n${out}\n${err}`)));
   });
 }
+
+// Whatever happens to the test process, the servers it started do not outlive it.
+const children = new Set();
+process.on("exit", () => {
+  for (const p of children) p.kill("SIGTERM");
+});
 
 function stopProcess(p) {
   return new Promise((resolve) => {
