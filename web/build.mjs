@@ -42,6 +42,7 @@ copyFileSync(wasm, join(out, "keyclaim.wasm"));
 const files = ["index.html", "app.js", "style.css", "keyclaim.wasm"];
 const hash = createHash("sha256");
 for (const f of files) hash.update(f).update(readFileSync(join(out, f)));
+hash.update(readFileSync(join(here, "sw.js")));
 const version = hash.digest("hex").slice(0, 16);
 const sw = readFileSync(join(here, "sw.js"), "utf8").replace("__VERSION__", version).replace("__FILES__", JSON.stringify(files));
 writeFileSync(join(out, "sw.js"), sw);

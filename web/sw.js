@@ -20,9 +20,11 @@ self.addEventListener("activate", (event) => {
   );
 });
 
-// Only the playground's own files are answered from the cache (the page itself for "/" and
-// "index.html"); everything else, the keys server's API and live mode's configuration included,
-// always goes to the network.
+// Only the playground's own files are answered from the cache; everything else, the keys
+// server's API and live mode's configuration included, always goes to the network. The page
+// itself ("/", "index.html") is asked of the network first and taken from the cache only when the
+// network cannot be reached: a server that no longer serves the playground (started without
+// --dev or --playground) answers with its own error, and this worker then removes itself.
 self.addEventListener("fetch", (event) => {
   const req = event.request;
   if (req.method !== "GET") return;
@@ -33,6 +35,21 @@ self.addEventListener("fetch", (event) => {
   let name = url.pathname.slice(scope.pathname.length);
   if (name === "") name = "index.html";
   if (!FILES.includes(name)) return;
+  if (name === "index.html") {
+    event.respondWith(
+      fetch(req).then(
+        async (res) => {
+          if (res.status === 404 || res.status === 410) {
+            await Promise.all((await caches.keys()).filter((k) => k.startsWith("keyclaim-playground-")).map((k) => caches.delete(k)));
+            await self.registration.unregister();
+          }
+          return res;
+        },
+        async () => (await caches.open(CACHE).then((c) => c.match(name))) ?? Response.error(),
+      ),
+    );
+    return;
+  }
   event.respondWith(
     caches.open(CACHE).then(async (c) => {
       const hit = await c.match(name);

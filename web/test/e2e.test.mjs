@@ -7,7 +7,7 @@ import { readFileSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { launchChromium, native, resultOf, startKeysServer, startPlayground, varDir, waitReady } from "./harness.mjs";
+import { freePort, launchChromium, native, resultOf, startKeysServer, startPlayground, varDir, waitReady } from "./harness.mjs";
 
 const require = createRequire(import.meta.url);
 const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
@@ -368,6 +368,30 @@ describe("live mode against dist/keyclaim-server --dev", () => {
       assert.deepEqual(problems, []);
     } finally {
       await context.close();
+    }
+  });
+});
+
+describe("dist/keyclaim-server --playground, then without it", () => {
+  test("--playground serves the page without live mode; restarted without it, / is the server's error and the page's worker removes itself", async () => {
+    const listen = `127.0.0.1:${await freePort()}`;
+    let server = await startKeysServer(["--playground"], { dev: false, listen });
+    const { context, page, problems } = await openPage(server.url);
+    try {
+      await page.evaluate(() => navigator.serviceWorker.ready);
+      assert.ok(await page.locator("#live").isHidden(), "live mode without --dev");
+      await checkParity(page);
+      await server.stop();
+      server = await startKeysServer([], { dev: false, listen, dir: server.dir });
+      const res = await page.reload();
+      // The worker asked the network first: the server's own answer, not the cached page.
+      assert.equal(res.status(), 404);
+      assert.match(await page.locator("body").textContent(), /M_UNRECOGNIZED/);
+      await page.waitForFunction(async () => (await navigator.serviceWorker.getRegistrations()).length === 0);
+      assert.deepEqual(problems.filter((p) => !/404|Failed to load/.test(p)), []);
+    } finally {
+      await context.close();
+      await server.stop();
     }
   });
 });

@@ -2,7 +2,8 @@
 // on loopback ports chosen by the OS, headless Chromium through playwright-core, and the native
 // core (web/test/native) to compare the page's engine calls with.
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,7 +22,7 @@ function need(path, how) {
  * Starts a process and resolves with the first match of pattern in its standard output (the
  * address it serves on). The process is killed by stop().
  */
-export function startProcess(cmd, args, pattern, { cwd = root, timeoutMs = 30000 } = {}) {
+export function startProcess(cmd, args, pattern, { cwd = root, timeoutMs = 30000, stream = "stdout" } = {}) {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
     children.add(p);
@@ -33,15 +34,17 @@ export function startProcess(cmd, args, pattern, { cwd = root, timeoutMs = 30000
       p.kill("SIGTERM");
       reject(e);
     };
-    p.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(pattern);
+    p[stream].on("data", (d) => {
+      if (stream === "stdout") out += d;
+      else err += d;
+      const m = (stream === "stdout" ? out : err).match(pattern);
       if (m) {
         clearTimeout(timer);
         resolve({ match: m, stop: () => stopProcess(p), output: () => out + err });
       }
     });
-    p.stderr.on("data", (d) => (err += d));
+    if (stream === "stdout") p.stderr.on("data", (d) => (err += d));
+    else p.stdout.on("data", (d) => (out += d));
     p.on("exit", (code) => fail(new Error(`${cmd} exited (${code}) before it was ready:\n${out}\n${err}`)));
   });
 }
@@ -68,16 +71,35 @@ export async function startPlayground() {
   return { url: p.match[1], stop: p.stop };
 }
 
-/** dist/keyclaim-server --dev on a free loopback port with a fresh SQLite database. */
-export async function startKeysServer(extra = []) {
+/**
+ * dist/keyclaim-server on loopback (a free port unless listen is given) with a fresh SQLite
+ * database (or dir's): --dev unless dev is false, and the flags in extra.
+ */
+export async function startKeysServer(extra = [], { dev = true, listen = "127.0.0.1:0", dir = mkdtempSync(join(tmpdir(), "keyclaim-web-")) } = {}) {
   const bin = need(join(dist, "keyclaim-server"), "run `make build`");
-  const dir = mkdtempSync(join(tmpdir(), "keyclaim-web-"));
+  const tokens = join(dir, "dev-tokens.json");
+  if (!dev && !existsSync(tokens)) writeFileSync(tokens, JSON.stringify({ "tok-web-test": { user_id: "@alice:localhost", device_id: "ALICEDEV" } }));
   const args = [
-    "--dev", "--listen", "127.0.0.1:0", "--db", `sqlite:${join(dir, "keyclaim.db")}`, "--tokens", join(dir, "dev-tokens.json"),
-    "--signing-key", join(dir, "signing.key"), "--federation=false", "--log-level", "warn", ...extra,
+    ...(dev ? ["--dev"] : []), "--listen", listen, "--db", `sqlite:${join(dir, "keyclaim.db")}`, "--tokens", tokens,
+    "--signing-key", join(dir, "signing.key"), "--federation=false", "--log-level", dev ? "warn" : "info", "--log-format", "text", ...extra,
   ];
-  const p = await startProcess(bin, args, /keyclaim development server: (http:\/\/\S+)/);
-  return { url: p.match[1] + "/", stop: p.stop, dir };
+  // Without --dev there is no banner: the start-up log line names the address.
+  const ready = dev ? /keyclaim development server: (http:\/\/\S+)/ : /keyclaim keys server starting.*addr=(\S+)/;
+  const p = await startProcess(bin, args, ready, { stream: dev ? "stdout" : "stderr" });
+  const url = dev ? p.match[1] + "/" : `http://${p.match[1]}/`;
+  return { url, stop: p.stop, dir };
+}
+
+/** A free loopback port (for a server that must come back on the same address). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
 }
 
 /** Headless Chromium (Debian's package; CHROMIUM overrides the path). */
