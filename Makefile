@@ -7,6 +7,16 @@ DIST := dist
 WASM := $(DIST)/keyclaim.wasm
 SERVER := $(DIST)/keyclaim-server
 EMBED := bindings/go/internal/embedded/keyclaim.wasm
+# The browser playground (web/): built into web/dist, then copied into the keys server's embed
+# directory, so that dist/keyclaim-server serves it (--dev, --playground) without any file.
+WEBSITE := web/dist/index.html
+WEBEMBED := hostserver/playground/site
+WEBSRC := $(wildcard web/src/*.ts web/index.html web/style.css web/sw.js web/build.mjs web/tsconfig.json)
+WEBDEPS := web/node_modules/.package-lock.json
+# The page reaches the engine through the TypeScript package's browser build (bindings/ts).
+TSPKG := bindings/ts/dist/browser.js
+PLAYGROUND := $(DIST)/keyclaim-playground
+PLAYGROUND_ADDR ?= 127.0.0.1:8090
 GOFILES := $(shell find . -name '*.go' -not -path './node_modules/*' -not -path '*/node_modules/*' 2>/dev/null)
 WASMSRC := $(wildcard core/*.go wasm/*.go wasm/jumpthread/*.go)
 # The module's build command: a wasip1 reactor (c-shared), reproducible (-trimpath), no symbol table.
@@ -14,14 +24,14 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-ts test-python bench-python test-client test-compat test-synapse bench bench-ts bench-server bench-synapse run lint check fuzz clean
+.PHONY: help build wasm test test-go test-ts test-python bench-python test-client test-compat test-synapse test-web bench bench-ts bench-server bench-synapse bench-web run lint check fuzz clean web playground
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: wasm $(SERVER) ## build dist/keyclaim.wasm and dist/keyclaim-server
 
-$(SERVER): $(GOFILES) go.mod go.sum $(EMBED)
+$(SERVER): $(GOFILES) go.mod go.sum $(EMBED) $(WEBEMBED)/index.html
 	@mkdir -p $(DIST)
 	$(GO) build -trimpath -o $@ ./cmd/keyclaim-server
 
@@ -38,7 +48,7 @@ $(EMBED): $(WASM)
 	@mkdir -p $(dir $@)
 	cp $(WASM) $@
 
-test: test-go test-ts test-python test-client test-compat test-synapse ## run every test: the Go suites, the TypeScript package (Node.js and Chromium), the Python package (wasmtime), a real client's crypto library, the client compatibility matrix, a real Synapse
+test: test-go test-ts test-python test-client test-compat test-web test-synapse ## run every test: the Go suites, the TypeScript package (Node.js and Chromium), the Python package (wasmtime), a real client's crypto library, the client compatibility matrix, the playground in Chromium, a real Synapse
 	@echo "make test: every test passed"
 
 test-go: wasm ## the Go tests of every package, then the server suite through the wasm engine (starts PostgreSQL when it can)
@@ -129,7 +139,7 @@ check: wasm lint ## lint, import boundaries, wasip1 build of core, tidy and clea
 	@echo "make check: clean"
 
 FUZZTIME ?= 30s
-FUZZPKGS := ./core/ ./bindings/go/ ./hostserver/ ./hostserver/federation/ ./hostserver/proxy/ ./wasm/jumpthread/
+FUZZPKGS := ./core/ ./bindings/go/ ./hostserver/ ./hostserver/federation/ ./hostserver/proxy/ ./wasm/jumpthread/ ./hostserver/playground/
 
 fuzz: wasm ## run every fuzz target of every package for FUZZTIME each (default 30s)
 	@for p in $(FUZZPKGS); do \
@@ -139,3 +149,37 @@ fuzz: wasm ## run every fuzz target of every package for FUZZTIME each (default 
 
 clean: ## remove build outputs (keeps ./var, the development database)
 	rm -rf $(DIST) $(EMBED)
+	rm -rf web/dist && find $(WEBEMBED) -mindepth 1 -not -name .gitkeep -delete
+
+web: $(WEBSITE) $(WEBEMBED)/index.html ## build the browser playground into web/dist (and embed it into the keys server)
+
+$(WEBDEPS): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+
+$(TSPKG): $(WASM) $(wildcard bindings/ts/src/*.ts) bindings/ts/package.json bindings/ts/package-lock.json
+	cd bindings/ts && npm ci --no-audit --no-fund && npm run build
+
+$(WEBSITE): $(WASM) $(TSPKG) $(WEBSRC) $(WEBDEPS)
+	cd web && npx tsc --noEmit -p . && node build.mjs
+
+$(WEBEMBED)/index.html: $(WEBSITE)
+	find $(WEBEMBED) -mindepth 1 -not -name .gitkeep -delete
+	cp web/dist/* $(WEBEMBED)/
+
+$(PLAYGROUND): $(GOFILES) go.mod go.sum $(WEBSITE)
+	@mkdir -p $(DIST)
+	$(GO) build -trimpath -o $@ ./cmd/keyclaim-playground
+
+playground: $(PLAYGROUND) ## build the playground and serve it on PLAYGROUND_ADDR (default 127.0.0.1:8090)
+	$(PLAYGROUND) -dir web/dist -addr $(PLAYGROUND_ADDR)
+
+# Debian's chromium, installed once (apt-get update only when it is missing).
+CHROMIUM ?= /usr/bin/chromium
+
+test-web: $(PLAYGROUND) $(SERVER) ## the playground end to end in headless Chromium: parity with the native core, errors, live mode, axe-core, screenshots in var/
+	@test -x $(CHROMIUM) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core; }
+	cd web && CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 test/e2e.test.mjs
+
+bench-web: $(PLAYGROUND) ## time to interactive and a 1,000-device completion in headless Chromium
+	@test -x $(CHROMIUM) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core; }
+	cd web && CHROMIUM=$(CHROMIUM) node bench.mjs

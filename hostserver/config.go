@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -56,6 +57,10 @@ type Config struct {
 	// wins; 0 leaves the runtime's setting alone. See DESIGN.md, "Why does the keys server set
 	// the garbage collector to 400 %?".
 	GCPercent int
+	// Playground (--playground) serves the browser playground (web/, embedded at build time) at
+	// "/" without the rest of development mode. --dev serves it too, and only --dev gives the
+	// page live mode's development tokens. See hostserver/README.md, "Playground".
+	Playground bool
 
 	// Federation (server-server API). See hostserver/README.md, "Federation".
 
@@ -124,6 +129,9 @@ type Config struct {
 	// FederationAuthenticator authenticates inbound federation requests; nil means X-Matrix
 	// verification with the origin's published keys (a [federation.Verifier]).
 	FederationAuthenticator FederationAuthenticator
+	// PlaygroundFS replaces the playground site embedded at build time (--dev, --playground):
+	// a directory like web/dist. nil means the embedded one.
+	PlaygroundFS fs.FS
 	// Federation claims and queries keys of remote users; nil means the X-Matrix signing
 	// [federation.Client] built from the configuration ([NoFederation] when federation is off).
 	Federation Federation
@@ -231,6 +239,7 @@ func LoadConfig(args []string, lookupEnv func(string) (string, bool), usage io.W
 	fs.DurationVar(&cfg.DefaultTimeout, "default-timeout", cfg.DefaultTimeout, "a claim request's timeout when it names none")
 	fs.StringVar(&cfg.Homeserver, "homeserver", cfg.Homeserver, "check access tokens with this homeserver's /account/whoami (base URL)")
 	fs.BoolVar(&cfg.Dev, "dev", cfg.Dev, "development mode: generate a token file if missing and print how to use it")
+	fs.BoolVar(&cfg.Playground, "playground", cfg.Playground, "serve the browser playground at / (--dev serves it too, with live mode)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
 	fs.IntVar(&cfg.GCPercent, "gc-percent", cfg.GCPercent, "Go garbage collector target percentage for the process (0: the runtime's default; the GOGC environment variable, when set, wins)")
@@ -360,6 +369,9 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("--upstream: want an http:// or https:// base URL, got %q", c.Upstream)
 		}
+		if c.Playground {
+			bad("--playground is not served in proxy mode (--upstream)")
+		}
 	} else if c.UpstreamPassthrough || c.UpstreamTrustForwarded {
 		bad("--upstream-passthrough and --upstream-trust-forwarded need --upstream")
 	}
@@ -458,7 +470,7 @@ func (c *Config) LogAttrs() []any {
 		"legacy_user_agents", c.LegacyUserAgents, "federation_answers", c.FederationAnswers, "engine", c.Engine, "wasm_module", c.WasmModule,
 		"max_body_bytes", c.MaxBodyBytes, "max_pairs", c.MaxPairs,
 		"max_timeout", c.MaxTimeout.String(), "default_timeout", c.DefaultTimeout.String(),
-		"dev", c.Dev, "log_format", c.LogFormat, "log_level", c.LogLevel, "gc_percent", c.GCPercent,
+		"dev", c.Dev, "playground", c.Playground || c.Dev && c.Upstream == "", "log_format", c.LogFormat, "log_level", c.LogLevel, "gc_percent", c.GCPercent,
 		"federation", c.FederationEnabled, "signing_key", c.SigningKey, "federation_resolve", c.FederationResolve.String(),
 		"federation_timeout_cap", c.FederationTimeoutCap.String(), "federation_max_response_bytes", c.FederationMaxResponseBytes,
 		"federation_response_bytes_per_device", c.FederationResponseBytesPerDevice, "federation_max_response_bytes_ceiling", c.FederationMaxResponseBytesCeiling(),

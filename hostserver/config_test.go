@@ -313,7 +313,7 @@ func TestDevServer(t *testing.T) {
 	var banner strings.Builder
 	ts.srv.WriteDevBanner(&banner)
 	out := banner.String()
-	for _, want := range []string{ts.base, "@alice:localhost", "@bob:localhost", "curl", "/_matrix/client/v3/keys/upload", "/_matrix/client/v3/keys/claim"} {
+	for _, want := range []string{ts.base, "@alice:localhost", "@bob:localhost", "curl", "/_matrix/client/v3/keys/upload", "/_matrix/client/v3/keys/claim", "Playground: " + ts.base + "/ "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("banner lacks %q:\n%s", want, out)
 		}

@@ -75,6 +75,9 @@ func (s *Server) WriteDevBanner(w io.Writer) {
 		return
 	}
 	writeDevBanner(w, addr, s.serverName, tf.Path(), *tf.tokens.Load())
+	if s.playground != "" {
+		fmt.Fprintf(w, "Playground: http://%s/ %s\n\n", reachableAddr(addr), s.playground)
+	}
 	if s.signingKey != nil {
 		fmt.Fprintf(w, "Federation: signing key %s (%s), published at http://%s%s\n", s.signingKey.ID(), s.cfg.SigningKey, reachableAddr(addr), federation.KeyServerPath)
 		if len(s.cfg.FederationResolve) > 0 {

@@ -20,6 +20,9 @@ const (
 	CodeUnknownToken core.Code = "M_UNKNOWN_TOKEN"
 	// CodeForbidden is M_FORBIDDEN: the caller may not do this (403).
 	CodeForbidden core.Code = "M_FORBIDDEN"
+	// CodeNotFound is M_NOT_FOUND: a resource that does not exist here (404), such as the
+	// playground of a binary built without it.
+	CodeNotFound core.Code = "M_NOT_FOUND"
 	// CodeUnauthorized is M_UNAUTHORIZED: a federation request whose X-Matrix authorization
 	// fails (401; server-server API, "Request Authentication").
 	CodeUnauthorized = federation.CodeUnauthorized
@@ -145,7 +148,7 @@ func toHTTP(err error) (int, *core.Error) {
 			return http.StatusUnauthorized, ce
 		case CodeForbidden:
 			return http.StatusForbidden, ce
-		case CodeUnrecognized:
+		case CodeUnrecognized, CodeNotFound:
 			return http.StatusNotFound, ce
 		}
 		return http.StatusInternalServerError, ce

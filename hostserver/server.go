@@ -44,6 +44,7 @@ type Server struct {
 	echo       *echo.Echo
 	http       *http.Server
 	routes     map[string]bool // registered path patterns, for the route label of metrics
+	playground string          // what the banner says of the playground; "" when it is not served
 
 	mu       sync.Mutex
 	started  bool
@@ -289,6 +290,9 @@ func (s *Server) buildEcho() *echo.Echo {
 	add(http.MethodGet, "/healthz", s.handleHealthz)
 	add(http.MethodGet, "/readyz", s.handleReadyz)
 	add(http.MethodGet, "/metrics", echo.WrapHandler(s.metrics.handler()))
+	if s.cfg.Dev || s.cfg.Playground {
+		s.addPlayground(add)
+	}
 	return e
 }
 
