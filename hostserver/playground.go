@@ -95,7 +95,7 @@ func (s *Server) handlePlaygroundLive(c echo.Context) error {
 	})
 	return c.JSON(http.StatusOK, map[string]any{
 		"server_name": s.serverName,
-		"mode":        s.mode,
+		"mode":        s.policy.Mode,
 		"identities":  ids,
 	})
 }
