@@ -400,3 +400,30 @@ func FuzzParseMillis(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseObjectRaw checks ParseObjectRaw against ParseValue: the same tree or the same error,
+// and each member's text parses to that member's value.
+func FuzzParseObjectRaw(f *testing.F) {
+	for _, s := range []string{`{"device_keys": {"a": 1}, "one_time_keys": {}}`, `{"a":1,"a":2}`, `[1]`, ` { } `, `{"a":"\u00e9"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, raw, err := core.ParseObjectRaw(data)
+		want, werr := core.ParseValue(data)
+		if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
+			t.Fatalf("error %v, ParseValue %v", err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(v.AppendJSON(nil), want.AppendJSON(nil)) {
+			t.Fatalf("tree %s, ParseValue %s", v.AppendJSON(nil), want.AppendJSON(nil))
+		}
+		for _, m := range v.Members {
+			mv, err := core.ParseValue(raw[m.Key])
+			if err != nil || !bytes.Equal(mv.AppendJSON(nil), m.Value.AppendJSON(nil)) {
+				t.Fatalf("member %q: raw %q parses to %v, %v", m.Key, raw[m.Key], mv, err)
+			}
+		}
+	})
+}
