@@ -3,7 +3,7 @@
 // server's answer beside the in-page one. The server hands the tokens only to this page, only in
 // --dev, only over loopback (hostserver/playground.go; DESIGN.md).
 import type { Engine } from "./engine";
-import { fakeKey, type Scenario } from "./scenario";
+import { fakeKey, signAll, type Scenario } from "./scenario";
 import { serverOf } from "./run";
 
 /** GET /_keyclaim/playground/live: what a --dev keys server tells its own page. */
@@ -90,7 +90,7 @@ export function liveExample(cfg: LiveConfig): Scenario {
   return {
     serverName: cfg.server_name,
     request: JSON.stringify({ one_time_keys: request, timeout: 10000 }, null, 2),
-    inventory: JSON.stringify(inventory, null, 2),
+    inventory: JSON.stringify(signAll(inventory), null, 2),
     remotes: { "remote.example": { behaviour: "omit" } },
     tracker: { mode: "msc4072", claims: [], now: 5000 },
   };

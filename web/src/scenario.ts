@@ -81,9 +81,28 @@ function fallback(name: string, used = false) {
   return { key_id: `${ALG}:${name}`, key: { fallback: true, key: fakeKey("fb" + name) }, used };
 }
 
+/**
+ * Signs every key object of inv as its device would (spec KeyObject: `key` and `signatures` both
+ * required; the keys server refuses an object without them). The signature is a stand-in: the
+ * engine and the server check its shape, clients check its value.
+ */
+type SignableKeys = { one_time_keys?: { key_id: string; key: unknown }[]; fallback_keys?: { key_id: string; key: unknown }[] };
+export function signAll<T extends Record<string, Record<string, SignableKeys>>>(inv: T): T {
+  for (const [user, devs] of Object.entries(inv)) {
+    for (const [dev, keys] of Object.entries(devs)) {
+      for (const k of [...(keys.one_time_keys ?? []), ...(keys.fallback_keys ?? [])]) {
+        if (typeof k.key === "object" && k.key !== null) {
+          (k.key as Record<string, unknown>).signatures = { [user]: { [`ed25519:${dev}`]: fakeKey(`sig${user}${dev}${k.key_id}`) + fakeKey("s" + k.key_id).slice(0, 43) } };
+        }
+      }
+    }
+  }
+  return inv;
+}
+
 /** The cast of the small examples: two local users, two remote servers. */
 function baseInventory(): Inventory {
-  return {
+  return signAll({
     "@alice:example.org": {
       ALICEDEV: { one_time_keys: [otk("AAAAHQ", 2), otk("AAAAHg", 1, true)], fallback_keys: [fallback("AAAAGj")] },
       ALICEPHONE: { one_time_keys: [], fallback_keys: [fallback("AAAAFb", true)] },
@@ -95,7 +114,7 @@ function baseInventory(): Inventory {
     "@carol:other.example": {
       CAROLDEV: { one_time_keys: [otk("AAAAAw", 3)], fallback_keys: [] },
     },
-  };
+  });
 }
 
 function baseRequest() {
@@ -139,7 +158,7 @@ export function largeScenario(n: number): Scenario {
     serverName: "example.org",
     // Compact: the page and the engine read 1,000 devices' keys faster without indentation.
     request: JSON.stringify({ one_time_keys: request, timeout: 10000 }),
-    inventory: JSON.stringify(inventory),
+    inventory: JSON.stringify(signAll(inventory)),
     remotes: { "big.example": { behaviour: "full" }, "slow.example": { behaviour: "timeout" }, "junk.example": { behaviour: "junk" } },
     tracker: freshTracker(),
   };
