@@ -14,7 +14,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-node test-python test-client test-synapse bench bench-server run lint check fuzz clean
+.PHONY: help build wasm test test-go test-node test-python test-client test-synapse bench bench-server run lint check fuzz clean test-rust bench-rust package-rust
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,7 +38,7 @@ $(EMBED): $(WASM)
 	@mkdir -p $(dir $@)
 	cp $(WASM) $@
 
-test: test-go test-node test-python test-client test-synapse ## run every test: the Go suites, the vectors on Node.js and wasmtime, a real client's crypto library, a real Synapse
+test: test-go test-node test-python test-rust test-client test-synapse ## run every test: the Go suites, the vectors on Node.js and wasmtime, a real client's crypto library, a real Synapse
 	@echo "make test: every test passed"
 
 test-go: wasm ## the Go tests of every package, then the server suite through the wasm engine (starts PostgreSQL when it can)
@@ -57,6 +57,29 @@ test-python: wasm ## the shared vectors through the module on wasmtime (Python),
 	$(PYVENV)/bin/pip install -q -r bindings/python/requirements.txt
 	cd bindings/python && $(CURDIR)/$(PYVENV)/bin/python -m unittest -v test_vectors
 
+# Rust: the crate bindings/rust on wasmtime 48 (needs rustc/cargo 1.95+, e.g. from rustup). The
+# cargo build is cached outside the clone, so a rerun on the same machine only rebuilds the crate.
+CARGO_TARGET_DIR ?= /var/cache/keyclaim/cargo-target
+RUSTENV := CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) KEYCLAIM_WASM=$(CURDIR)/$(WASM)
+
+test-rust: wasm ## the Rust crate (bindings/rust): every shared vector typed and raw, threads, traps, README examples, clippy
+	@command -v cargo >/dev/null || { echo "make test-rust needs cargo and rustc 1.95 or later (rustup)"; exit 1; }
+	@mkdir -p $(CARGO_TARGET_DIR)
+	cd bindings/rust && $(RUSTENV) cargo test --release --locked
+	@if cargo clippy --version >/dev/null 2>&1; then \
+		cd bindings/rust && $(RUSTENV) cargo clippy --release --locked --all-targets -- -D warnings; \
+	else echo "cargo clippy is not installed: lint skipped"; fi
+	@echo "make test-rust: passed"
+
+bench-rust: wasm ## complete_client at 1, 100, 1,000 devices through the Rust crate: typed API vs raw invoke
+	cd bindings/rust && $(RUSTENV) cargo bench --locked --bench complete_client
+
+package-rust: wasm ## the .crate of bindings/rust, with keyclaim.wasm inside (bindings/rust/module/, never committed)
+	@mkdir -p bindings/rust/module && cp $(WASM) bindings/rust/module/keyclaim.wasm
+	cd bindings/rust && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) cargo package --locked --allow-dirty --no-verify
+	@cd bindings/rust && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) cargo package --locked --allow-dirty --list | grep -qx module/keyclaim.wasm && \
+		echo "packaged: $(CARGO_TARGET_DIR)/package/keyclaim-*.crate (contains module/keyclaim.wasm)"
+
 test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-wasm) against the server
 	cd clienttest && npm ci --no-audit --no-fund
 	$(GO) test -tags realclient -count=1 ./clienttest/
@@ -64,6 +87,7 @@ test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-w
 bench: wasm ## run the benchmarks (core, wasm host, engines, store, the module on Node.js, then the server load driver)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/ ./hostserver/store/
 	cd bindings/node && node bench.mjs
+	$(MAKE) bench-rust
 	$(MAKE) bench-server
 
 bench-server: build ## load-test dist/keyclaim-server on loopback (native and wasm engines)
