@@ -183,10 +183,42 @@ impl Engine {
         lease.instance().call(export, input)
     }
 
+    /// Encodes `input` into this thread's reused buffer and calls the operation.
+    fn encode_call<I: Serialize + ?Sized>(&self, export: Export, input: &I) -> Result<Vec<u8>, Error> {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|buf| {
+            let mut buf = buf.try_borrow_mut().map_err(|_| Error::Abi("re-entered".into()))?;
+            buf.clear();
+            serde_json::to_writer(&mut *buf, input)?;
+            let out = self.call(export, &buf);
+            if buf.capacity() > KEPT_ENCODE_BUFFER {
+                *buf = Vec::new(); // a large input's buffer is not kept
+            }
+            out
+        })
+    }
+
     fn typed<I: Serialize + ?Sized, O: DeserializeOwned>(&self, op: usize, input: &I) -> Result<O, Error> {
-        let input = serde_json::to_vec(input)?;
-        let envelope = self.call(Export::Op(op), &input)?;
-        decode(&envelope)
+        decode(&self.encode_call(Export::Op(op), input)?)
+    }
+
+    /// Runs operation `op` on a typed input (any of this crate's input types, or anything that
+    /// serialises to the operation's input) and returns the JSON text of its result, without
+    /// decoding it: for a homeserver, the result of complete_client, complete_federation or
+    /// complete_upstream is the HTTP body to send as it is. An error envelope is
+    /// [`Error::Module`].
+    pub fn result_json<I: Serialize + ?Sized>(&self, op: &str, input: &I) -> Result<Vec<u8>, Error> {
+        let i = OPERATIONS
+            .iter()
+            .position(|o| *o == op)
+            .ok_or_else(|| Error::UnknownOperation(op.to_owned()))?;
+        let mut envelope = self.encode_call(Export::Op(i), input)?;
+        let len = envelope_result(&envelope)?.len();
+        envelope.truncate(RESULT_PREFIX.len() + len);
+        envelope.drain(..RESULT_PREFIX.len());
+        Ok(envelope)
     }
 
     /// parse_claim (ABI 8.1): validates a claim request body; the canonical request.
@@ -264,7 +296,7 @@ fn compile(module: &[u8]) -> Result<InstancePre<Host>, Error> {
 
 /// The bytes of an envelope's `result`, or its error as [`Error::Module`].
 pub fn envelope_result(envelope: &[u8]) -> Result<&[u8], Error> {
-    const PREFIX: &[u8] = b"{\"result\":";
+    const PREFIX: &[u8] = RESULT_PREFIX;
     if envelope.starts_with(PREFIX) && envelope.len() > PREFIX.len() && envelope.ends_with(b"}") {
         // canonical JSON with one member: the rest up to the final brace is the result
         return Ok(&envelope[PREFIX.len()..envelope.len() - 1]);
@@ -275,8 +307,16 @@ pub fn envelope_result(envelope: &[u8]) -> Result<&[u8], Error> {
     }
 }
 
+const RESULT_PREFIX: &[u8] = b"{\"result\":";
+
+/// The largest input-encoding buffer a thread keeps between typed calls.
+const KEPT_ENCODE_BUFFER: usize = 1 << 20;
+
 pub(crate) fn decode<O: DeserializeOwned>(envelope: &[u8]) -> Result<O, Error> {
-    Ok(serde_json::from_slice(envelope_result(envelope)?)?)
+    let result = envelope_result(envelope)?;
+    // Checking UTF-8 once up front is faster than serde_json checking every string and raw key.
+    let text = std::str::from_utf8(result).map_err(|e| Error::Abi(format!("the answer is not UTF-8: {e}")))?;
+    Ok(serde_json::from_str(text)?)
 }
 
 /// An instance lent out by the pool; it goes back (or is discarded) when the lease is dropped.

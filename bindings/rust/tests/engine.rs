@@ -314,3 +314,17 @@ fn input_buffer_reuse() {
     }
     assert_eq!(engine.stats().created, 1);
 }
+
+/// result_json: a typed input, the result's JSON text as the module wrote it; errors as for the
+/// typed methods.
+#[test]
+fn result_json_is_the_envelopes_result() {
+    let input = ParseClaimInput::client(r#"{"one_time_keys":{"@alice:example.org":{"ALICEDEV":"signed_curve25519"}}}"#);
+    let json = engine().result_json("parse_claim", &input).unwrap();
+    assert_eq!(json, br#"{"one_time_keys":{"@alice:example.org":{"ALICEDEV":"signed_curve25519"}},"timeout":10000}"#);
+    let raw = engine().invoke("parse_claim", &serde_json::to_vec(&input).unwrap()).unwrap();
+    assert_eq!(envelope_result(&raw).unwrap(), &json[..]);
+    let err = engine().result_json("parse_claim", &ParseClaimInput::client("[]")).unwrap_err();
+    assert_eq!(err.errcode(), "M_BAD_JSON");
+    assert!(matches!(engine().result_json("nope", &input), Err(Error::UnknownOperation(_))));
+}
