@@ -61,6 +61,7 @@ test-python: wasm ## the shared vectors through the module on wasmtime (Python),
 # cargo build is cached outside the clone, so a rerun on the same machine only rebuilds the crate.
 CARGO_TARGET_DIR ?= /var/cache/keyclaim/cargo-target
 RUSTENV := CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) KEYCLAIM_WASM=$(CURDIR)/$(WASM)
+RUST_CRATE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' bindings/rust/Cargo.toml | head -1)
 
 test-rust: wasm ## the Rust crate (bindings/rust): every shared vector typed and raw, threads, traps, README examples, clippy
 	@command -v cargo >/dev/null || { echo "make test-rust needs cargo and rustc 1.95 or later (rustup)"; exit 1; }
@@ -69,6 +70,12 @@ test-rust: wasm ## the Rust crate (bindings/rust): every shared vector typed and
 	@if cargo clippy --version >/dev/null 2>&1; then \
 		cd bindings/rust && $(RUSTENV) cargo clippy --release --locked --all-targets -- -D warnings; \
 	else echo "cargo clippy is not installed: lint skipped"; fi
+	@echo "== the packaged crate as a user gets it: module/keyclaim.wasm inside, no KEYCLAIM_WASM"
+	$(MAKE) package-rust
+	rm -rf $(CARGO_TARGET_DIR)/unpacked && mkdir -p $(CARGO_TARGET_DIR)/unpacked
+	tar xzf $(CARGO_TARGET_DIR)/package/keyclaim-$(RUST_CRATE_VERSION).crate -C $(CARGO_TARGET_DIR)/unpacked
+	cd $(CARGO_TARGET_DIR)/unpacked/keyclaim-$(RUST_CRATE_VERSION) && \
+		env -u KEYCLAIM_WASM CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) cargo test --release --locked --test engine
 	@echo "make test-rust: passed"
 
 bench-rust: wasm ## complete_client at 1, 100, 1,000 devices through the Rust crate: typed API vs raw invoke
@@ -78,7 +85,7 @@ package-rust: wasm ## the .crate of bindings/rust, with keyclaim.wasm inside (bi
 	@mkdir -p bindings/rust/module && cp $(WASM) bindings/rust/module/keyclaim.wasm
 	cd bindings/rust && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) cargo package --locked --allow-dirty --no-verify
 	@cd bindings/rust && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) cargo package --locked --allow-dirty --list | grep -qx module/keyclaim.wasm && \
-		echo "packaged: $(CARGO_TARGET_DIR)/package/keyclaim-*.crate (contains module/keyclaim.wasm)"
+		echo "packaged: $(CARGO_TARGET_DIR)/package/keyclaim-$(RUST_CRATE_VERSION).crate (contains module/keyclaim.wasm)"
 
 test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-wasm) against the server
 	cd clienttest && npm ci --no-audit --no-fund
