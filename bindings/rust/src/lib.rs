@@ -78,6 +78,8 @@ pub struct Stats {
     pub created: u64,
     /// Instances discarded after a trap or recycled for their size.
     pub discarded: u64,
+    /// The linear memory of the idle instances together, in bytes.
+    pub idle_memory_bytes: usize,
 }
 
 /// The keyclaim module, compiled once, with a pool of instances. Cheap to clone (the clones share
@@ -160,6 +162,7 @@ impl Engine {
             idle: pool.idle.len(),
             created: self.shared.created.load(Ordering::Relaxed),
             discarded: self.shared.discarded.load(Ordering::Relaxed),
+            idle_memory_bytes: pool.idle.iter().map(Instance::memory_size).sum(),
         }
     }
 
