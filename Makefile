@@ -66,6 +66,7 @@ RUST_CRATE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' bindings/rust/
 test-rust: wasm ## the Rust crate (bindings/rust): every shared vector typed and raw, threads, traps, README examples, clippy
 	@command -v cargo >/dev/null || { echo "make test-rust needs cargo and rustc 1.95 or later (rustup)"; exit 1; }
 	@mkdir -p $(CARGO_TARGET_DIR)
+	@if cargo fmt --version >/dev/null 2>&1; then cd bindings/rust && cargo fmt --check; fi
 	cd bindings/rust && $(RUSTENV) cargo test --release --locked
 	@if cargo clippy --version >/dev/null 2>&1; then \
 		cd bindings/rust && $(RUSTENV) cargo clippy --release --locked --all-targets -- -D warnings; \

@@ -30,9 +30,15 @@ pub fn input(n: usize) -> CompleteClientInput {
         );
         if remote {
             let devices = remote_keys.entry(user).or_insert_with(|| serde_json::json!({}));
-            devices[&device] = serde_json::json!({ key_id: serde_json::from_str::<serde_json::Value>(&key).unwrap() });
+            devices[&device] =
+                serde_json::json!({ key_id: serde_json::from_str::<serde_json::Value>(&key).unwrap() });
         } else {
-            local.entry(user).or_default().entry(device).or_default().insert(key_id, Key::from_json(&key).unwrap());
+            local
+                .entry(user)
+                .or_default()
+                .entry(device)
+                .or_default()
+                .insert(key_id, Key::from_json(&key).unwrap());
         }
     }
     let body = serde_json::json!({ "one_time_keys": remote_keys }).to_string();
@@ -105,9 +111,15 @@ fn main() {
             for (k, (w, c)) in wall.iter_mut().zip(cpu.iter_mut()).enumerate() {
                 let (start, start_cpu) = (Instant::now(), cpu_ns());
                 match k {
-                    0 => drop(std::hint::black_box(engine.complete_client(std::hint::black_box(&input)).unwrap())),
-                    1 => drop(std::hint::black_box(engine.result_json("complete_client", std::hint::black_box(&input)).unwrap())),
-                    _ => drop(std::hint::black_box(engine.invoke("complete_client", std::hint::black_box(&bytes)).unwrap())),
+                    0 => drop(std::hint::black_box(
+                        engine.complete_client(std::hint::black_box(&input)).unwrap(),
+                    )),
+                    1 => drop(std::hint::black_box(
+                        engine.result_json("complete_client", std::hint::black_box(&input)).unwrap(),
+                    )),
+                    _ => drop(std::hint::black_box(
+                        engine.invoke("complete_client", std::hint::black_box(&bytes)).unwrap(),
+                    )),
                 }
                 c.push(Duration::from_nanos(cpu_ns() - start_cpu));
                 w.push(start.elapsed());

@@ -82,19 +82,11 @@ impl Instance {
         let console = MemoryOutputPipe::new(CONSOLE_CAPACITY);
         // Real clocks and a cryptographic random source are wasmtime-wasi's defaults; no
         // arguments, no environment, no preopened directories.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(console.clone())
-            .stderr(console.clone())
-            .build_p1();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(max_memory)
-            .trap_on_grow_failure(true)
-            .build();
+        let wasi = WasiCtxBuilder::new().stdout(console.clone()).stderr(console.clone()).build_p1();
+        let limits = StoreLimitsBuilder::new().memory_size(max_memory).trap_on_grow_failure(true).build();
         let mut store = Store::new(pre.module().engine(), Host { wasi, limits });
         store.limiter(|h| &mut h.limits);
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|e| Error::Instantiate(format!("{e:?}")))?;
+        let instance = pre.instantiate(&mut store).map_err(|e| Error::Instantiate(format!("{e:?}")))?;
 
         let init = instance
             .get_typed_func::<(), ()>(&mut store, "_initialize")
@@ -105,9 +97,7 @@ impl Instance {
         let version = instance
             .get_typed_func::<(), i32>(&mut store, "keyclaim_abi_version")
             .map_err(|e| missing("keyclaim_abi_version", e))?;
-        let found = version
-            .call(&mut store, ())
-            .map_err(|e| trap("keyclaim_abi_version", &e, &console))?;
+        let found = version.call(&mut store, ()).map_err(|e| trap("keyclaim_abi_version", &e, &console))?;
         if found != ABI_VERSION {
             return Err(Error::AbiVersion { found, expected: ABI_VERSION });
         }

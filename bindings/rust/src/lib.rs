@@ -171,10 +171,8 @@ impl Engine {
     /// for byte what the native engine answers. An `Err` means no envelope was obtained: an
     /// unknown operation, an input above 64 MiB, a trap.
     pub fn invoke(&self, op: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
-        let i = OPERATIONS
-            .iter()
-            .position(|o| *o == op)
-            .ok_or_else(|| Error::UnknownOperation(op.to_owned()))?;
+        let i =
+            OPERATIONS.iter().position(|o| *o == op).ok_or_else(|| Error::UnknownOperation(op.to_owned()))?;
         self.call(Export::Op(i), input)
     }
 
@@ -213,10 +211,8 @@ impl Engine {
     /// complete_upstream is the HTTP body to send as it is. An error envelope is
     /// [`Error::Module`].
     pub fn result_json<I: Serialize + ?Sized>(&self, op: &str, input: &I) -> Result<Vec<u8>, Error> {
-        let i = OPERATIONS
-            .iter()
-            .position(|o| *o == op)
-            .ok_or_else(|| Error::UnknownOperation(op.to_owned()))?;
+        let i =
+            OPERATIONS.iter().position(|o| *o == op).ok_or_else(|| Error::UnknownOperation(op.to_owned()))?;
         let mut envelope = self.encode_call(Export::Op(i), input)?;
         let len = envelope_result(&envelope)?.len();
         envelope.truncate(RESULT_PREFIX.len() + len);
@@ -280,10 +276,7 @@ impl Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("config", &self.shared.config)
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("Engine").field("config", &self.shared.config).field("stats", &self.stats()).finish()
     }
 }
 
@@ -318,7 +311,8 @@ const KEPT_ENCODE_BUFFER: usize = 1 << 20;
 pub(crate) fn decode<O: DeserializeOwned>(envelope: &[u8]) -> Result<O, Error> {
     let result = envelope_result(envelope)?;
     // Checking UTF-8 once up front is faster than serde_json checking every string and raw key.
-    let text = std::str::from_utf8(result).map_err(|e| Error::Abi(format!("the answer is not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(result).map_err(|e| Error::Abi(format!("the answer is not UTF-8: {e}")))?;
     Ok(serde_json::from_str(text)?)
 }
 

@@ -233,7 +233,13 @@ pub struct ParseClaimInput {
 impl ParseClaimInput {
     /// A client claim body with the default limits.
     pub fn client(body: impl Into<Body>) -> ParseClaimInput {
-        ParseClaimInput { body: body.into(), flavour: None, server_name: None, query_timeout: None, limits: None }
+        ParseClaimInput {
+            body: body.into(),
+            flavour: None,
+            server_name: None,
+            query_timeout: None,
+            limits: None,
+        }
     }
 }
 

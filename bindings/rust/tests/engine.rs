@@ -48,10 +48,17 @@ fn one_engine_many_threads() {
                     let mut req = ClaimRequest::default();
                     for d in 0..2000 {
                         let server = if d % 2 == 0 { "example.org" } else { "remote.example" };
-                        req = req.with(&format!("@u{t}x{i}y{}:{server}", d / 20), &format!("D{d}"), "signed_curve25519");
+                        req = req.with(
+                            &format!("@u{t}x{i}y{}:{server}", d / 20),
+                            &format!("D{d}"),
+                            "signed_curve25519",
+                        );
                     }
                     let plan = engine
-                        .plan_fanout(&PlanFanoutInput { server_name: "example.org".into(), request: req.clone() })
+                        .plan_fanout(&PlanFanoutInput {
+                            server_name: "example.org".into(),
+                            request: req.clone(),
+                        })
                         .unwrap();
                     let mut together = plan.local.one_time_keys.clone();
                     together.extend(plan.remote["remote.example"].one_time_keys.clone());
@@ -76,9 +83,11 @@ fn one_engine_many_threads() {
 /// the next call on the same engine gets a fresh one and succeeds.
 #[test]
 fn trap_discards_the_instance_and_the_next_call_succeeds() {
-    let engine =
-        Engine::with_config(MODULE, Config { max_memory_bytes: 16 << 20, max_instances: 1, ..Config::default() })
-            .unwrap();
+    let engine = Engine::with_config(
+        MODULE,
+        Config { max_memory_bytes: 16 << 20, max_instances: 1, ..Config::default() },
+    )
+    .unwrap();
     let before = engine.stats();
     // A 24 MiB input cannot be allocated inside 16 MiB: keyclaim_alloc traps growing memory.
     let big = vec![b' '; 24 << 20];
@@ -102,9 +111,11 @@ fn trap_discards_the_instance_and_the_next_call_succeeds() {
 /// input, which fits) needs more than a 24 MiB cap.
 #[test]
 fn trap_inside_an_operation() {
-    let engine =
-        Engine::with_config(MODULE, Config { max_memory_bytes: 24 << 20, max_instances: 1, ..Config::default() })
-            .unwrap();
+    let engine = Engine::with_config(
+        MODULE,
+        Config { max_memory_bytes: 24 << 20, max_instances: 1, ..Config::default() },
+    )
+    .unwrap();
     let mut devices = BTreeMap::new();
     for i in 0..200_000 {
         devices.insert(format!("DEV{i:06}"), "signed_curve25519".to_owned());
@@ -123,9 +134,11 @@ fn trap_inside_an_operation() {
 /// the next call gets a fresh one.
 #[test]
 fn grown_instance_is_recycled() {
-    let engine =
-        Engine::with_config(MODULE, Config { recycle_memory_bytes: 12 << 20, max_instances: 1, ..Config::default() })
-            .unwrap();
+    let engine = Engine::with_config(
+        MODULE,
+        Config { recycle_memory_bytes: 12 << 20, max_instances: 1, ..Config::default() },
+    )
+    .unwrap();
     let created = engine.stats().created;
     assert_eq!(engine.invoke("parse_claim", PARSE_IN).unwrap(), PARSE_OUT);
     assert_eq!(engine.stats().discarded, 0, "a small call must not recycle");
@@ -265,7 +278,9 @@ fn tracker_keeps_state_and_is_freed_on_drop() {
     let engine = Engine::with_config(MODULE, Config { max_instances: 1, ..Config::default() }).unwrap();
     let want = ClaimRequest::default().with("@dan:example.org", "DANDEV", "signed_curve25519");
     let answer = r#"{"one_time_keys":{"@dan:example.org":{"DANDEV":{}}}}"#;
-    let mut t = engine.tracker(&TrackerConfig { server_name: Some("example.org".into()), ..Default::default() }).unwrap();
+    let mut t = engine
+        .tracker(&TrackerConfig { server_name: Some("example.org".into()), ..Default::default() })
+        .unwrap();
     let handle = t.handle();
     assert!(handle >= 1);
     assert_eq!(engine.stats().instances, 0, "the tracker's instance left the pool");
@@ -278,14 +293,19 @@ fn tracker_keeps_state_and_is_freed_on_drop() {
     assert!(plan.one_time_keys.is_empty());
     assert_eq!(plan.deferred["@dan:example.org"]["DANDEV"], 15_000);
     let mut other = engine.tracker(&TrackerConfig::default()).unwrap();
-    assert_eq!(other.plan(&PlanInput { now_ms: 1, request: want.clone() }).unwrap().one_time_keys, want.one_time_keys);
+    assert_eq!(
+        other.plan(&PlanInput { now_ms: 1, request: want.clone() }).unwrap().one_time_keys,
+        want.one_time_keys
+    );
     drop(other);
     drop(t);
     let s = engine.stats();
     assert_eq!((s.instances, s.idle), (1, 1), "{s:?}");
     // a new tracker on a recycled instance starts fresh
     let mut t2 = engine.tracker_raw(b"").unwrap();
-    let out = t2.plan_raw(format!(r#"{{"now_ms":2,"request":{}}}"#, serde_json::to_string(&want).unwrap()).as_bytes()).unwrap();
+    let out = t2
+        .plan_raw(format!(r#"{{"now_ms":2,"request":{}}}"#, serde_json::to_string(&want).unwrap()).as_bytes())
+        .unwrap();
     assert!(out.starts_with(br#"{"result":{"deferred":{},"#), "{}", String::from_utf8_lossy(&out));
 }
 
@@ -309,7 +329,9 @@ fn input_buffer_reuse() {
     let big = ClaimRequest::new(BTreeMap::from([("@alice:example.org".to_owned(), devices)]));
     for round in 0..3 {
         assert_eq!(engine.invoke("parse_claim", PARSE_IN).unwrap(), PARSE_OUT, "round {round}");
-        let plan = engine.plan_fanout(&PlanFanoutInput { server_name: "example.org".into(), request: big.clone() }).unwrap();
+        let plan = engine
+            .plan_fanout(&PlanFanoutInput { server_name: "example.org".into(), request: big.clone() })
+            .unwrap();
         assert_eq!(plan.local.one_time_keys, big.one_time_keys);
     }
     assert_eq!(engine.stats().created, 1);
@@ -319,9 +341,14 @@ fn input_buffer_reuse() {
 /// typed methods.
 #[test]
 fn result_json_is_the_envelopes_result() {
-    let input = ParseClaimInput::client(r#"{"one_time_keys":{"@alice:example.org":{"ALICEDEV":"signed_curve25519"}}}"#);
+    let input = ParseClaimInput::client(
+        r#"{"one_time_keys":{"@alice:example.org":{"ALICEDEV":"signed_curve25519"}}}"#,
+    );
     let json = engine().result_json("parse_claim", &input).unwrap();
-    assert_eq!(json, br#"{"one_time_keys":{"@alice:example.org":{"ALICEDEV":"signed_curve25519"}},"timeout":10000}"#);
+    assert_eq!(
+        json,
+        br#"{"one_time_keys":{"@alice:example.org":{"ALICEDEV":"signed_curve25519"}},"timeout":10000}"#
+    );
     let raw = engine().invoke("parse_claim", &serde_json::to_vec(&input).unwrap()).unwrap();
     assert_eq!(envelope_result(&raw).unwrap(), &json[..]);
     let err = engine().result_json("parse_claim", &ParseClaimInput::client("[]")).unwrap_err();
@@ -339,7 +366,8 @@ fn buffers_are_freed() {
     for d in 0..500 {
         req = req.with("@alice:example.org", &format!("DEVICE{d:04}"), "signed_curve25519");
     }
-    let input = serde_json::to_vec(&PlanFanoutInput { server_name: "example.org".into(), request: req }).unwrap();
+    let input =
+        serde_json::to_vec(&PlanFanoutInput { server_name: "example.org".into(), request: req }).unwrap();
     assert!(input.len() > 15_000, "{}", input.len());
     for _ in 0..300 {
         engine.invoke("plan_fanout", &input).unwrap();

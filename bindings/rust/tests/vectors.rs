@@ -145,10 +145,9 @@ fn check_typed<O: Serialize>(v: &Vector, got: Result<O, Error>) -> Result<(), St
                 Err(format!("typed: want {code}, got {errcode}: {message}"))
             }
         }
-        (Ok(o), None, Some(code)) => Err(format!(
-            "typed: want {code}, got {}",
-            serde_json::to_string(&o).unwrap_or_default()
-        )),
+        (Ok(o), None, Some(code)) => {
+            Err(format!("typed: want {code}, got {}", serde_json::to_string(&o).unwrap_or_default()))
+        }
         (Err(e), _, _) => Err(format!("typed: {e}")),
         (Ok(_), None, None) => unreachable!("checked: one of expect and expect_error"),
     }
@@ -241,7 +240,9 @@ fn run_tracker_steps(v: &Vector) -> Result<bool, String> {
                 }
             }
             (None, "plan") => tracker.plan_raw(step.input.get().as_bytes()).map_err(|e| e.to_string())?,
-            (None, "observe") => tracker.observe_raw(step.input.get().as_bytes()).map_err(|e| e.to_string())?,
+            (None, "observe") => {
+                tracker.observe_raw(step.input.get().as_bytes()).map_err(|e| e.to_string())?
+            }
             (None, _) => return Ok(false), // an unknown step op: the whole run fails, compared above
         };
         match (&v.expect, &v.expect_error) {
@@ -251,10 +252,15 @@ fn run_tracker_steps(v: &Vector) -> Result<bool, String> {
                     return Err(format!("step {i}: got {}\n want {want}", String::from_utf8_lossy(&out)));
                 }
             }
-            (_, Some(code)) if i == n - 1 => check_error_envelope(&out, code).map_err(|e| format!("step {i}: {e}"))?,
+            (_, Some(code)) if i == n - 1 => {
+                check_error_envelope(&out, code).map_err(|e| format!("step {i}: {e}"))?
+            }
             (_, Some(_)) => {
                 if !out.starts_with(b"{\"result\":") {
-                    return Err(format!("step {i} failed before the last: {}", String::from_utf8_lossy(&out)));
+                    return Err(format!(
+                        "step {i} failed before the last: {}",
+                        String::from_utf8_lossy(&out)
+                    ));
                 }
             }
             _ => return Err("tracker_run expect is not an array".into()),
@@ -288,7 +294,11 @@ fn every_vector_byte_identical() {
             total += 1;
             assert!(ids.insert(v.id.clone()), "duplicate id {}", v.id);
             assert!(OPERATIONS.contains(&v.op.as_str()), "{}: unknown op {}", v.id, v.op);
-            assert!(v.expect.is_some() != v.expect_error.is_some(), "{}: exactly one of expect and expect_error", v.id);
+            assert!(
+                v.expect.is_some() != v.expect_error.is_some(),
+                "{}: exactly one of expect and expect_error",
+                v.id
+            );
             let mut fail = |what: String| failures.push(format!("{} ({name}): {what}", v.id));
             if let Err(e) = run_raw(v) {
                 fail(e);
