@@ -24,7 +24,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-ts test-python bench-python test-client test-compat test-synapse test-web bench bench-ts bench-server bench-synapse bench-web run lint check fuzz clean web playground
+.PHONY: help build wasm test test-go test-ts test-python bench-python test-rust bench-rust package-rust test-client test-compat test-synapse test-web bench bench-ts bench-server bench-synapse bench-web run lint check fuzz clean web playground
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,7 +48,7 @@ $(EMBED): $(WASM)
 	@mkdir -p $(dir $@)
 	cp $(WASM) $@
 
-test: test-go test-ts test-python test-client test-compat test-web test-synapse ## run every test: the Go suites, the TypeScript package (Node.js and Chromium), the Python package (wasmtime), a real client's crypto library, the client compatibility matrix, the playground in Chromium, a real Synapse
+test: test-go test-ts test-python test-rust test-client test-compat test-web test-synapse ## run every test: the Go suites, the TypeScript package (Node.js and Chromium), the Python package and the Rust crate (wasmtime), a real client's crypto library, the client compatibility matrix, the playground in Chromium, a real Synapse
 	@echo "make test: every test passed"
 
 test-go: wasm ## the Go tests of every package, then the server suite through the wasm engine (starts PostgreSQL when it can)
@@ -96,6 +96,37 @@ test-python: wasm $(PYVENV)/.installed ## the Python package: wheel built and in
 bench-python: wasm $(PYVENV)/.installed ## complete_client through the Python package: typed API vs raw invoke
 	$(PYVENV)/bin/python bindings/python/bench.py
 
+# Rust: the crate bindings/rust on wasmtime 48 (needs rustc/cargo 1.95+, e.g. from rustup). The
+# cargo build is cached outside the clone, so a rerun on the same machine only rebuilds the crate.
+CARGO_TARGET_DIR ?= /var/cache/keyclaim/cargo-target
+RUSTENV := CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) KEYCLAIM_WASM=$(CURDIR)/$(WASM)
+RUST_CRATE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' bindings/rust/Cargo.toml | head -1)
+
+test-rust: wasm ## the Rust crate (bindings/rust): every shared vector typed and raw, threads, traps, README examples, clippy
+	@command -v cargo >/dev/null || { echo "make test-rust needs cargo and rustc 1.95 or later (rustup)"; exit 1; }
+	@mkdir -p $(CARGO_TARGET_DIR)
+	@if cargo fmt --version >/dev/null 2>&1; then cd bindings/rust && cargo fmt --check; fi
+	cd bindings/rust && $(RUSTENV) cargo test --release --locked
+	@if cargo clippy --version >/dev/null 2>&1; then \
+		cd bindings/rust && $(RUSTENV) cargo clippy --release --locked --all-targets -- -D warnings; \
+	else echo "cargo clippy is not installed: lint skipped"; fi
+	@echo "== the packaged crate as a user gets it: module/keyclaim.wasm inside, no KEYCLAIM_WASM"
+	$(MAKE) package-rust
+	rm -rf $(CARGO_TARGET_DIR)/unpacked && mkdir -p $(CARGO_TARGET_DIR)/unpacked
+	tar xzf $(CARGO_TARGET_DIR)/package/keyclaim-$(RUST_CRATE_VERSION).crate -C $(CARGO_TARGET_DIR)/unpacked
+	cd $(CARGO_TARGET_DIR)/unpacked/keyclaim-$(RUST_CRATE_VERSION) && \
+		env -u KEYCLAIM_WASM CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) cargo test --release --locked --test engine
+	@echo "make test-rust: passed"
+
+bench-rust: wasm ## complete_client at 1, 100, 1,000 devices through the Rust crate: typed API vs raw invoke
+	cd bindings/rust && $(RUSTENV) cargo bench --locked --bench complete_client
+
+package-rust: wasm ## the .crate of bindings/rust, with keyclaim.wasm inside (bindings/rust/module/, never committed)
+	@mkdir -p bindings/rust/module && cp $(WASM) bindings/rust/module/keyclaim.wasm
+	cd bindings/rust && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) cargo package --locked --allow-dirty --no-verify
+	@cd bindings/rust && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) cargo package --locked --allow-dirty --list | grep -qx module/keyclaim.wasm && \
+		echo "packaged: $(CARGO_TARGET_DIR)/package/keyclaim-$(RUST_CRATE_VERSION).crate (contains module/keyclaim.wasm)"
+
 test-client: build ## a real Matrix client's crypto library (matrix-sdk-crypto-wasm) against the server
 	cd clienttest && npm ci --no-audit --no-fund
 	$(GO) test -tags realclient -count=1 ./clienttest/
@@ -108,6 +139,7 @@ bench: wasm ## run the benchmarks (core, wasm host, engines, store, the TypeScri
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/ ./hostserver/store/
 	$(MAKE) bench-ts
 	$(MAKE) bench-python
+	$(MAKE) bench-rust
 	$(MAKE) bench-server
 
 bench-ts: wasm ## complete_client through the TypeScript package, typed vs raw invoke, on Node.js and in Chromium
