@@ -16,9 +16,9 @@ type Mode string
 const (
 	// ModeMSC4072 answers every requested device: {} when it has no key (the default).
 	ModeMSC4072 Mode = "msc4072"
-	// ModeLegacy follows spec v1.19: devices without a key are left out. Every requested user
-	// of a server that did not fail is still there, {} when none of its devices has a key (BRIEF
-	// 1 and 2: only devices differ between the modes).
+	// ModeLegacy follows spec v1.19 as Synapse answers it: devices without a key are left out,
+	// and so is a user none of whose requested devices has a key (an unknown user, a user asked
+	// with an empty device map): the spec says such a user "is missing" (BRIEF 1 and 2).
 	ModeLegacy Mode = "legacy"
 )
 
@@ -578,9 +578,10 @@ func hasNull(v *Value) bool {
 // AppendJSON appends the response as canonical JSON, except that numbers inside key objects keep
 // their literal text (see Value): {"failures":{...},"one_time_keys":{...}}
 // for a client answer, {"one_time_keys":{...}} for a federation answer. Neither map is ever
-// null. A device without a key is {} in msc4072 mode and left out in legacy mode; in both modes
-// every requested user is there ({} when it has no device left to show), except users of failed
-// servers, which are left out.
+// null. In msc4072 mode every requested user and device is there (a device without a key is {},
+// and so is a user asked with an empty device map); in legacy mode a device without a key is
+// left out, and so is a user with no device left to show. In both modes users of failed servers
+// are left out.
 func (r *ClaimResponse) AppendJSON(buf []byte) []byte {
 	buf = slices.Grow(buf, r.sizeHint())
 	buf = append(buf, '{')
@@ -601,7 +602,7 @@ func (r *ClaimResponse) AppendJSON(buf []byte) []byte {
 	first := true
 	for i := range r.Users {
 		u := &r.Users[i]
-		if u.Failed {
+		if u.Failed || legacy && !u.anyClaimed() {
 			continue
 		}
 		if !first {
@@ -632,6 +633,16 @@ func (r *ClaimResponse) AppendJSON(buf []byte) []byte {
 		buf = append(buf, '}')
 	}
 	return append(buf, "}}"...)
+}
+
+// anyClaimed reports whether some requested device of u has a key.
+func (u *UserResult) anyClaimed() bool {
+	for j := range u.Devices {
+		if u.Devices[j].Claimed {
+			return true
+		}
+	}
+	return false
 }
 
 // sizeHint is an upper bound of the JSON size of r when no string needs escaping, so that
