@@ -366,7 +366,7 @@ func TestSynapseDifferential(t *testing.T) {
 		{name: "query ben, all devices", as: A, path: query, body: `{"device_keys":{"` + uid(ben) + `":[]}}`,
 			intended: "no-cross-signing", adjust: noCrossSigning},
 		{name: "query ben B1 and a ghost, cat, an unknown user, an unreachable server", as: A, path: query,
-			body: `{"device_keys":{"` + uid(ben) + `":["B1","GHOST"],"` + uid(cat) + `":[],"@nobody` + s + `:localhost":[],"@eve:unreachable.test":[]}}`,
+			body:     `{"device_keys":{"` + uid(ben) + `":["B1","GHOST"],"` + uid(cat) + `":[],"@nobody` + s + `:localhost":[],"@eve:unreachable.test":[]}}`,
 			intended: "no-cross-signing", adjust: noCrossSigning},
 		{name: "query, device_keys not an object", as: A, path: query, body: `{"device_keys":[]}`},
 
