@@ -14,7 +14,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-node test-python test-client test-synapse bench bench-server run lint check fuzz clean
+.PHONY: help build wasm test test-go test-openapi test-node test-python test-client test-synapse bench bench-server run lint check fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,9 @@ test-go: wasm ## the Go tests of every package, then the server suite through th
 		echo "== the keys server suite again through the WebAssembly engine" && \
 		KEYCLAIM_TEST_ENGINE=wasm $(GO) test -count=1 ./hostserver/
 	@echo "make test-go: all Go tests passed"
+
+test-openapi: ## the OpenAPI conformance suites alone (also part of test-go): answers checked against ../shared/matrix-spec
+	$(GO) test -count=1 -run 'OpenAPI|Validator|RequestExamples' ./hostserver/ ./hostserver/internal/specconform/
 
 test-node: wasm ## the shared vectors through the module on Node.js (V8), with bindings/node's minimal host
 	cd bindings/node && node --test

@@ -405,6 +405,10 @@ func TestSynapseDifferential(t *testing.T) {
 			intended: "stricter-validation", adjust: badRequest("M_BAD_JSON")},
 		{name: "an empty algorithm", as: A, path: claim, body: `{"one_time_keys":{"` + uid(ben) + `":{"B2":""}}}`,
 			intended: "stricter-validation", adjust: badRequest("M_INVALID_PARAM")},
+		{name: "an empty device ID", as: A, path: claim, body: `{"one_time_keys":{"` + uid(ben) + `":{"":"signed_curve25519"}}}`,
+			intended: "stricter-validation", adjust: badRequest("M_INVALID_PARAM")},
+		{name: "a timeout that is a string", as: A, path: claim, body: `{"one_time_keys":{},"timeout":"10"}`,
+			intended: "stricter-validation", adjust: badRequest("M_INVALID_PARAM")},
 
 		// Errors both give.
 		{name: "claim without a token", path: claim, body: claimOf(ben, "B2")},
