@@ -116,6 +116,9 @@ func keysServerSteps() []step {
 		{"claim, duplicate keys", post, claimPath, aliceToken, `{"one_time_keys":{},"one_time_keys":{}}`, 400},
 		{"claim, a negative timeout", post, claimPath, aliceToken, `{"one_time_keys":{},"timeout":-1}`, 400},
 		{"claim, a timeout that is a string", post, claimPath, aliceToken, `{"one_time_keys":{},"timeout":"10"}`, 400},
+		{"claim, an integral timeout written 1000.0", post, claimPath, aliceToken, `{"one_time_keys":{},"timeout":1000.0}`, 200},
+		{"claim, an integral timeout written 1e3", post, claimPath, aliceToken, `{"one_time_keys":{},"timeout":1e3}`, 200},
+		{"claim, a timeout of 1.5", post, claimPath, aliceToken, `{"one_time_keys":{},"timeout":1.5}`, 400},
 		{"claim, a bad query timeout", post, claimPath + "?timeout=soon", aliceToken, `{"one_time_keys":{}}`, 400},
 		{"claim, too many pairs", post, claimPath, aliceToken, many(101), 400},
 		{"claim, not JSON", post, claimPath, aliceToken, `{`, 400},
@@ -250,8 +253,8 @@ func TestOpenAPISpecExamples(t *testing.T) {
 				if err := json.Unmarshal([]byte(r.body), &got); err != nil {
 					t.Fatal(err)
 				}
-				if !reflect.DeepEqual(got["device_keys"], want.(map[string]any)["device_keys"]) {
-					t.Errorf("%s%s: the answer's device_keys\n got  %v\n want %v (the spec's example)", c.prefix, c.path, got["device_keys"], want)
+				if w := want.(map[string]any)["device_keys"]; !reflect.DeepEqual(got["device_keys"], w) {
+					t.Errorf("%s%s: the answer's device_keys\n got  %v\n want %v (the spec's example)", c.prefix, c.path, got["device_keys"], w)
 				}
 			}
 			// The example claims the device the example upload gave two one-time keys: each

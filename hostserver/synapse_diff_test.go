@@ -382,6 +382,8 @@ func TestSynapseDifferential(t *testing.T) {
 		{name: "claim a user of an unreachable server beside a local one", as: A, path: claim,
 			body: `{"one_time_keys":{"@eve:unreachable.test":{"E1":"signed_curve25519"},"` + uid(ben) + `":{"B2":"signed_curve25519"}},"timeout":3000}`},
 		{name: "claim an empty request", as: A, path: claim, body: `{"one_time_keys":{}}`},
+		{name: "claim with a body timeout written 1000.0", as: A, path: claim, body: `{"one_time_keys":{"` + uid(ben) + `":{"B2":"signed_curve25519"}},"timeout":1000.0}`},
+		{name: "claim with a body timeout written 1e3", as: A, path: claim, body: `{"one_time_keys":{"` + uid(ben) + `":{"B2":"signed_curve25519"}},"timeout":1e3}`},
 		{name: "claim another algorithm", as: A, path: claim, body: `{"one_time_keys":{"` + uid(ben) + `":{"B2":"curve25519","B1":"signed_curve25519"}}}`},
 		{name: "B5 replaces its fallback key", as: B("B5"), path: up, body: `{"fallback_keys":{"signed_curve25519:FB5b":` + fallback(ben, "B5", "fb5b") + `}}`},
 		{name: "claim B5's new fallback key", as: A, path: claim, body: claimOf(ben, "B5")},
