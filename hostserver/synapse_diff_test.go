@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/keyclaim/keyclaim/hostserver"
+	"github.com/keyclaim/keyclaim/hostserver/internal/specconform"
 )
 
 // A differential test against a real Synapse (issue 14), run by scripts/test-synapse.sh (make
@@ -275,6 +276,7 @@ func TestSynapseDifferential(t *testing.T) {
 			kcTokens["kc-"+user+"-"+d] = entry
 		}
 	}
+	spec := specconform.Load(t).Fresh()
 	targets := []*diffTarget{syn}
 	dead := listenLoopback(t)
 	deadURL := routeTo(t, dead)
@@ -289,6 +291,8 @@ func TestSynapseDifferential(t *testing.T) {
 			cfg.Federation = nil // the real federation client
 			cfg.FederationResolve["unreachable.test"] = deadURL
 		})
+		// Every keyclaim answer of the sequence is also checked against the spec's OpenAPI files.
+		conformClient(t, spec, ts)
 		d := &diffTarget{name: mode, base: ts.base, tokens: map[string]string{}, client: ts.client}
 		for tok, e := range kcTokens {
 			d.tokens[e["user_id"][1:strings.IndexByte(e["user_id"], ':')]+"/"+e["device_id"]] = tok
