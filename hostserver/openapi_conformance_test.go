@@ -27,7 +27,28 @@ import (
 
 // conformClient makes ts's client check every answer against the spec.
 func conformClient(t *testing.T, v *specconform.Validator, ts *testServer) {
-	ts.client = &http.Client{Timeout: 30 * time.Second, Transport: &specconform.Transport{V: v, T: t}}
+	ts.client = &http.Client{Timeout: 30 * time.Second,
+		Transport: &specconform.Transport{V: v, T: t, Lenient: specLenient[strings.SplitN(t.Name(), "/", 2)[0]]}}
+}
+
+// checkAgainstSpec is called by the harness for every test server: every answer of every test
+// of this package to a spec endpoint is checked against the spec (where the spec files are
+// there; in CI they must be).
+func checkAgainstSpec(t *testing.T, ts *testServer) {
+	if v := specconform.LoadIfPresent(t); v != nil {
+		conformClient(t, v, ts)
+	}
+}
+
+// specLenient lists the tests whose answers may break the spec's schemas, each with the
+// reason; their violations are logged, not failed. Keep it short: each entry is a known
+// deviation.
+var specLenient = map[string]string{
+	// Their fake remote servers answer key objects without "signatures" (and device keys
+	// without "algorithms"), which the remote-answer sanitiser keeps (BRIEF section 4 keeps "an
+	// object with a string key"), so the client answer breaks the spec's KeyObject schema.
+	"TestClaimRemoteAnswersAreNotTrusted": "remote key objects without signatures are passed on (BRIEF section 4)",
+	"TestFederationMisbehavingRemote":     "remote key objects without signatures are passed on (BRIEF section 4)",
 }
 
 // step is one request of a scenario and the status it must get.

@@ -130,6 +130,16 @@ func Load(t testing.TB) *Validator {
 	return loaded
 }
 
+// LoadIfPresent is Load for suites that run whether or not the spec is there: where the spec
+// files are missing it returns nil (in CI it fails t, as Load does).
+func LoadIfPresent(t testing.TB) *Validator {
+	t.Helper()
+	if _, ok := Dir(); !ok && os.Getenv("CI") == "" {
+		return nil
+	}
+	return Load(t)
+}
+
 func load(dir string) (*Validator, error) {
 	v := &Validator{Dir: dir, docs: map[string]*openapi3.T{}, checked: map[string]int{}}
 	newLoader := func() *openapi3.Loader {
@@ -403,6 +413,9 @@ type Transport struct {
 	V    *Validator
 	T    testing.TB
 	Base http.RoundTripper // nil: http.DefaultTransport
+	// Lenient, when not empty, is why the test may see answers that break the spec's schemas:
+	// they are then logged with this reason instead of failing the test.
+	Lenient string
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -412,7 +425,9 @@ func (tr *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		base = http.DefaultTransport
 	}
 	resp, err := base.RoundTrip(req)
-	if err != nil || !tr.V.Covers(req.URL.Path) {
+	// OPTIONS is a CORS preflight, which the spec's client-server API asks servers to answer
+	// (with the CORS headers) but which no operation of the OpenAPI files describes.
+	if err != nil || req.Method == http.MethodOptions || !tr.V.Covers(req.URL.Path) {
 		return resp, err
 	}
 	body, err := io.ReadAll(resp.Body)
@@ -422,7 +437,11 @@ func (tr *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
 	if err := tr.V.Check(req, resp.StatusCode, resp.Header, body); err != nil {
-		tr.T.Errorf("OpenAPI conformance: %v", err)
+		if tr.Lenient != "" {
+			tr.T.Logf("OpenAPI conformance (not failed: %s): %v", tr.Lenient, err)
+		} else {
+			tr.T.Errorf("OpenAPI conformance: %v", err)
+		}
 	}
 	return resp, nil
 }
