@@ -13,7 +13,7 @@ import (
 // handleClientClaim serves POST /_matrix/client/v3/keys/claim (BRIEF sections 2, 3 and 4):
 // validate, claim local users' keys in one store transaction, ask every remote server in
 // parallel within the request's timeout, and complete the answer so that every requested device
-// is answered.
+// is answered (in the shape the compatibility policy gives this client's User-Agent).
 func (s *Server) handleClientClaim(c echo.Context) error {
 	ctx := c.Request().Context()
 	if _, err := s.authenticate(c); err != nil {
@@ -34,20 +34,23 @@ func (s *Server) handleClientClaim(c echo.Context) error {
 	}
 
 	timeout := s.fanoutTimeout(time.Duration(req.TimeoutMS) * time.Millisecond)
-	remote := federation.FanOut(ctx, s.fed.ClaimKeys, federation.ClaimRequests(plan.Remote), timeout)
+	remote := s.fanOut(ctx, s.fed.ClaimKeys, federation.ClaimRequests(plan.Remote), timeout)
 
-	out, err := s.engine.CompleteClient(ctx, req, local, remote)
+	mode := s.policy.ModeFor(c.Request().UserAgent())
+	out, err := s.engine.CompleteClient(ctx, req, local, remote, mode)
 	if err != nil {
 		return err
 	}
 	counts.add(s.countRemote(req, plan, remote, out))
 	s.metrics.addClaims(counts)
+	s.metrics.addAnswer(endpointClient, mode)
 	return writeJSON(c, out)
 }
 
 // handleFederationClaim serves POST /_matrix/federation/v1/user/keys/claim (BRIEF section 5):
 // the request must carry a valid X-Matrix authorization (else 401 M_UNAUTHORIZED); every
-// requested user must be local (else 400 M_INVALID_PARAM); the answer has no failures.
+// requested user must be local (else 400 M_INVALID_PARAM); the answer has no failures and is
+// shaped by --federation-answers (legacy by default: BRIEF 1 and 5).
 func (s *Server) handleFederationClaim(c echo.Context) error {
 	ctx := c.Request().Context()
 	body, err := s.readBody(c)
@@ -65,11 +68,12 @@ func (s *Server) handleFederationClaim(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out, err := s.engine.CompleteFederation(ctx, req, local)
+	out, err := s.engine.CompleteFederation(ctx, req, local, s.fedMode)
 	if err != nil {
 		return err
 	}
 	s.metrics.addClaims(counts)
+	s.metrics.addAnswer(endpointFederation, s.fedMode)
 	return writeJSON(c, out)
 }
 

@@ -285,7 +285,7 @@ func TestFederationClaim(t *testing.T) {
 	forEachStore(t, func(t *testing.T, b backend) {
 		for _, mode := range []string{"msc4072", "legacy"} {
 			t.Run(mode, func(t *testing.T) {
-				ts := startServer(t, b, func(cfg *hostserver.Config) { cfg.Mode = mode })
+				ts := startServer(t, b, func(cfg *hostserver.Config) { cfg.FederationAnswers = mode })
 				ts.ok(uploadPath, bobToken, `{"one_time_keys":{"signed_curve25519:A":`+key("A")+`}}`)
 				body := `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519","BOBPHONE":"signed_curve25519"},"` + carol + `":{}}}`
 				want := `{"one_time_keys":{"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `},"BOBPHONE":{}},"` + carol + `":{}}}`
@@ -320,4 +320,30 @@ func TestFederationClaim(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestFederationOffSaysSo: with federation off, a remote user's server fails with "federation is
+// not configured on this server" (503) whatever the client's timeout, 0 included, on the claim
+// and the query endpoint; not with a timeout message (issue 14, fix 5).
+func TestFederationOffSaysSo(t *testing.T) {
+	for _, name := range []string{"NoFederation", "--federation=false"} {
+		t.Run(name, func(t *testing.T) {
+			ts := startServer(t, sqliteBackend, func(cfg *hostserver.Config) {
+				if name == "--federation=false" {
+					cfg.Federation, cfg.FederationEnabled = nil, false
+				}
+			})
+			off := `{"message":"` + hostserver.NoFederationMessage + `","status":503}`
+			for _, q := range []string{"", "?timeout=0"} {
+				for _, body := range []string{
+					`{"one_time_keys":{"` + remoteUser + `":{"D":"signed_curve25519"}},"timeout":0}`,
+					`{"one_time_keys":{"` + remoteUser + `":{"D":"signed_curve25519"}}}`,
+				} {
+					wantBody(t, "claim "+q+" "+body, ts.ok(claimPath+q, aliceToken, body), `{"failures":{"remote.test":`+off+`},"one_time_keys":{}}`)
+				}
+				wantBody(t, "query "+q, ts.ok(queryPath+q, aliceToken, `{"device_keys":{"`+remoteUser+`":[]},"timeout":0}`),
+					`{"device_keys":{},"failures":{"remote.test":`+off+`}}`)
+			}
+		})
+	}
 }

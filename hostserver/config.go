@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver/federation"
+	"github.com/keyclaim/keyclaim/hostserver/internal/compat"
 	"github.com/keyclaim/keyclaim/hostserver/proxy"
 	"github.com/keyclaim/keyclaim/hostserver/store"
 	"go.yaml.in/yaml/v3"
@@ -25,21 +26,31 @@ import (
 // "Dependencies" comment are not configuration: a program embedding the server (a test, a load
 // driver) may set them to replace what the server would otherwise build from the configuration.
 type Config struct {
-	Listen         string        // --listen: the address to listen on
-	ServerName     string        // --server-name: this server's Matrix server name
-	DB             string        // --db: "sqlite:PATH" or "postgres://..."
-	Tokens         string        // --tokens: the static access token file
-	Mode           string        // --mode: "msc4072" or "legacy"
-	Engine         string        // --engine: "native" or "wasm"
-	WasmModule     string        // --wasm-module: the module file for --engine wasm ("" = embedded)
-	MaxBodyBytes   int           // --max-body-bytes: the request body limit
-	MaxPairs       int           // --max-pairs: (user, device) pairs per claim request
-	MaxTimeout     time.Duration // --max-timeout: the cap on a claim's timeout
-	DefaultTimeout time.Duration // --default-timeout: a claim's timeout when it names none
-	Homeserver     string        // --homeserver: delegate token checks to this homeserver's whoami
-	Dev            bool          // --dev: generate a development token file and print how to use it
-	LogFormat      string        // --log-format: "text" or "json"
-	LogLevel       string        // --log-level: "debug", "info", "warn" or "error"
+	Listen     string // --listen: the address to listen on
+	ServerName string // --server-name: this server's Matrix server name
+	DB         string // --db: "sqlite:PATH" or "postgres://..."
+	Tokens     string // --tokens: the static access token file
+	Mode       string // --mode: "msc4072" or "legacy"
+	// LegacyUserAgents (--legacy-user-agents) is a regular expression (Go RE2 syntax) matched
+	// against the User-Agent of client claim requests: in msc4072 mode a client that matches is
+	// answered legacy-shaped (the client compatibility policy, README "Client compatibility").
+	// The default matches matrix-nio; empty answers every client in the --mode shape.
+	LegacyUserAgents string
+	// FederationAnswers (--federation-answers) is the shape of inbound federation claim
+	// answers: "legacy" (the default) or "msc4072". A requesting server that implements MSC4072
+	// completes its client's answer from its own request, so {} there helps nobody, and one that
+	// copies remote answers into its clients' (Synapse) would pass {} to clients we cannot see.
+	FederationAnswers string
+	Engine            string        // --engine: "native" or "wasm"
+	WasmModule        string        // --wasm-module: the module file for --engine wasm ("" = embedded)
+	MaxBodyBytes      int           // --max-body-bytes: the request body limit
+	MaxPairs          int           // --max-pairs: (user, device) pairs per claim request
+	MaxTimeout        time.Duration // --max-timeout: the cap on a claim's timeout
+	DefaultTimeout    time.Duration // --default-timeout: a claim's timeout when it names none
+	Homeserver        string        // --homeserver: delegate token checks to this homeserver's whoami
+	Dev               bool          // --dev: generate a development token file and print how to use it
+	LogFormat         string        // --log-format: "text" or "json"
+	LogLevel          string        // --log-level: "debug", "info", "warn" or "error"
 	// GCPercent (--gc-percent) is the Go garbage collector's target percentage that New sets for
 	// the process (debug.SetGCPercent), unless the GOGC environment variable is set, which then
 	// wins; 0 leaves the runtime's setting alone. See DESIGN.md, "Why does the keys server set
@@ -122,11 +133,15 @@ type Config struct {
 func DefaultConfig() Config {
 	lim := core.DefaultLimits()
 	return Config{
-		Listen:         "127.0.0.1:8008",
-		ServerName:     "localhost",
-		DB:             "sqlite:./var/keyclaim.db",
-		Mode:           string(core.ModeMSC4072),
-		Engine:         "native",
+		Listen:     "127.0.0.1:8008",
+		ServerName: "localhost",
+		DB:         "sqlite:./var/keyclaim.db",
+		Mode:       string(core.ModeMSC4072),
+		Engine:     "native",
+
+		LegacyUserAgents:  compat.DefaultLegacyUserAgents,
+		FederationAnswers: string(core.ModeLegacy),
+
 		MaxBodyBytes:   lim.MaxBodyBytes,
 		MaxPairs:       lim.MaxPairs,
 		MaxTimeout:     time.Duration(lim.MaxTimeoutMS) * time.Millisecond,
@@ -206,6 +221,8 @@ func LoadConfig(args []string, lookupEnv func(string) (string, bool), usage io.W
 	fs.StringVar(&cfg.DB, "db", cfg.DB, "key store: sqlite:PATH or postgres://...")
 	fs.StringVar(&cfg.Tokens, "tokens", cfg.Tokens, "static access token file (JSON {token: {user_id, device_id}}), reloaded on SIGHUP")
 	fs.StringVar(&cfg.Mode, "mode", cfg.Mode, "claim answers: msc4072 (complete) or legacy (spec v1.19)")
+	fs.StringVar(&cfg.LegacyUserAgents, "legacy-user-agents", cfg.LegacyUserAgents, "client compatibility: in msc4072 mode, answer client claims legacy-shaped (no {} entries) to clients whose User-Agent matches this regular expression (Go RE2 syntax; the default matches matrix-nio, which crashes on {}; empty: none), here and in proxy mode")
+	fs.StringVar(&cfg.FederationAnswers, "federation-answers", cfg.FederationAnswers, "shape of inbound federation claim answers: legacy (devices without a key left out; a requesting server completes its own client's answer) or msc4072 ({} entries)")
 	fs.StringVar(&cfg.Engine, "engine", cfg.Engine, "claim engine: native or wasm")
 	fs.StringVar(&cfg.WasmModule, "wasm-module", cfg.WasmModule, "WebAssembly module for --engine wasm, such as dist/keyclaim.wasm (default: the module embedded at build time)")
 	fs.IntVar(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body in bytes")
@@ -358,6 +375,12 @@ func (c *Config) Validate() error {
 	if _, err := core.ParseMode(c.Mode); err != nil || c.Mode == "" {
 		bad("--mode: want msc4072 or legacy, got %q", c.Mode)
 	}
+	if _, err := compat.New(core.ModeMSC4072, c.LegacyUserAgents); err != nil {
+		bad("%v", err)
+	}
+	if _, err := core.ParseMode(c.FederationAnswers); err != nil || c.FederationAnswers == "" {
+		bad("--federation-answers: want legacy or msc4072, got %q", c.FederationAnswers)
+	}
 	if c.Engine != "native" && c.Engine != "wasm" {
 		bad("--engine: want native or wasm, got %q", c.Engine)
 	}
@@ -431,7 +454,8 @@ func (c *Config) limits() core.Limits {
 func (c *Config) LogAttrs() []any {
 	return []any{
 		"listen", c.Listen, "server_name", c.ServerName, "db", redact(c.DB), "tokens", c.Tokens,
-		"homeserver", c.Homeserver, "upstream", redact(c.Upstream), "mode", c.Mode, "engine", c.Engine, "wasm_module", c.WasmModule,
+		"homeserver", c.Homeserver, "upstream", redact(c.Upstream), "mode", c.Mode,
+		"legacy_user_agents", c.LegacyUserAgents, "federation_answers", c.FederationAnswers, "engine", c.Engine, "wasm_module", c.WasmModule,
 		"max_body_bytes", c.MaxBodyBytes, "max_pairs", c.MaxPairs,
 		"max_timeout", c.MaxTimeout.String(), "default_timeout", c.DefaultTimeout.String(),
 		"dev", c.Dev, "log_format", c.LogFormat, "log_level", c.LogLevel, "gc_percent", c.GCPercent,

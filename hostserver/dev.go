@@ -104,8 +104,8 @@ func writeDevBanner(w io.Writer, addr net.Addr, server core.ServerName, tokensPa
 	if len(list) >= 2 {
 		claimer, owner := list[0], list[1]
 		fmt.Fprintf(w, "\nTry it: %s uploads a one-time key, %s claims it:\n\n", owner.id.User, claimer.id.User)
-		fmt.Fprintf(w, "  curl -sS -H 'Authorization: Bearer %s' -d '{\"one_time_keys\": {\"signed_curve25519:AAAAAQ\": {\"key\": \"zKbLg+NrIjpnagy+pIY6uPL4ZwEG2v+8F9lmgsnlZzs\"}}}' %s/_matrix/client/v3/keys/upload\n",
-			owner.token, base)
+		fmt.Fprintf(w, "  curl -sS -H 'Authorization: Bearer %s' -d '{\"one_time_keys\": {\"signed_curve25519:AAAAAQ\": {\"key\": \"zKbLg+NrIjpnagy+pIY6uPL4ZwEG2v+8F9lmgsnlZzs\", \"signatures\": {\"%s\": {\"ed25519:%s\": \"<the device's signature>\"}}}}}' %s/_matrix/client/v3/keys/upload\n",
+			owner.token, owner.id.User, owner.id.Device, base)
 		fmt.Fprintf(w, "  curl -sS -H 'Authorization: Bearer %s' -d '{\"one_time_keys\": {\"%s\": {\"%s\": \"signed_curve25519\"}}}' %s/_matrix/client/v3/keys/claim\n\n",
 			claimer.token, owner.id.User, owner.id.Device, base)
 	}

@@ -17,18 +17,20 @@ type Engine interface {
 	// ParseClaim validates the body of a claim request sent to the endpoint of flavour, with the
 	// raw ?timeout= query value ("" when absent).
 	ParseClaim(ctx context.Context, flavour core.Flavour, body []byte, queryTimeout string) (*core.ClaimRequest, error)
-	// CompleteClient returns the body of the client claim response.
-	CompleteClient(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome) ([]byte, error)
-	// CompleteFederation returns the body of the federation claim response.
-	CompleteFederation(ctx context.Context, req *core.ClaimRequest, local core.LocalResults) ([]byte, error)
+	// CompleteClient returns the body of the client claim response, shaped by mode (the
+	// server's --mode, or legacy for a client the compatibility policy names).
+	CompleteClient(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome, mode core.Mode) ([]byte, error)
+	// CompleteFederation returns the body of the federation claim response, shaped by mode
+	// (--federation-answers).
+	CompleteFederation(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, mode core.Mode) ([]byte, error)
 	// Close releases the engine's resources.
 	Close(ctx context.Context) error
 }
 
-// EngineOptions are what every engine needs to know about the server.
+// EngineOptions are what every engine needs to know about the server. The shape of an answer
+// (core.Mode) is given with each call: it depends on the endpoint and on the client.
 type EngineOptions struct {
 	ServerName core.ServerName
-	Mode       core.Mode
 	Limits     core.Limits
 }
 
@@ -52,14 +54,14 @@ func (e *NativeEngine) ParseClaim(_ context.Context, flavour core.Flavour, body 
 }
 
 // CompleteClient calls core.CompleteClient.
-func (e *NativeEngine) CompleteClient(_ context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome) ([]byte, error) {
-	resp := core.CompleteClient(req, local, remote, core.CompleteOptions{Mode: e.opts.Mode, ServerName: e.opts.ServerName})
+func (e *NativeEngine) CompleteClient(_ context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome, mode core.Mode) ([]byte, error) {
+	resp := core.CompleteClient(req, local, remote, core.CompleteOptions{Mode: mode, ServerName: e.opts.ServerName})
 	return resp.AppendJSON(make([]byte, 0, 64+128*req.Pairs())), nil
 }
 
 // CompleteFederation calls core.CompleteFederation.
-func (e *NativeEngine) CompleteFederation(_ context.Context, req *core.ClaimRequest, local core.LocalResults) ([]byte, error) {
-	resp := core.CompleteFederation(req, local, core.CompleteOptions{Mode: e.opts.Mode, ServerName: e.opts.ServerName})
+func (e *NativeEngine) CompleteFederation(_ context.Context, req *core.ClaimRequest, local core.LocalResults, mode core.Mode) ([]byte, error) {
+	resp := core.CompleteFederation(req, local, core.CompleteOptions{Mode: mode, ServerName: e.opts.ServerName})
 	return resp.AppendJSON(make([]byte, 0, 64+128*req.Pairs())), nil
 }
 

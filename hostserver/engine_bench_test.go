@@ -15,7 +15,7 @@ import (
 // out: this is the part of a claim that --engine changes.
 func BenchmarkEngines(b *testing.B) {
 	ctx := context.Background()
-	opts := EngineOptions{ServerName: "bench.test", Mode: core.ModeMSC4072, Limits: core.DefaultLimits()}
+	opts := EngineOptions{ServerName: "bench.test", Limits: core.DefaultLimits()}
 	wasm, err := NewWasmEngine(ctx, opts, "")
 	if err != nil {
 		b.Fatal(err)
@@ -31,7 +31,7 @@ func BenchmarkEngines(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					if _, err := e.CompleteClient(ctx, req, local, nil); err != nil {
+					if _, err := e.CompleteClient(ctx, req, local, nil, core.ModeMSC4072); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -62,13 +62,13 @@ func routeTo(t *testing.T, ln net.Listener) *url.URL {
 	return u
 }
 
-// startPair starts hs1.test (mode1) and hs2.test (mode2) on store backend b, federating with
-// each other through the real federation client.
+// startPair starts hs1.test (mode1) and hs2.test (mode2, for its client and its federation
+// answers) on store backend b, federating with each other through the real federation client.
 func startPair(t *testing.T, b backend, mode1, mode2 string) (hs1, hs2 *testServer) {
 	t.Helper()
 	return startPairWith(t, b,
 		func(cfg *hostserver.Config) { cfg.Mode = mode1 },
-		func(cfg *hostserver.Config) { cfg.Mode = mode2 })
+		func(cfg *hostserver.Config) { cfg.Mode, cfg.FederationAnswers = mode2, mode2 })
 }
 
 // startPairWith is startPair with each server's configuration adjusted by its function.
@@ -121,7 +121,7 @@ func setUpBob2(t *testing.T, hs2 *testServer) {
 
 func TestFederationTwoServers(t *testing.T) {
 	forEachStore(t, func(t *testing.T, b backend) {
-		for _, modes := range [][2]string{{"msc4072", "msc4072"}, {"legacy", "legacy"}, {"msc4072", "legacy"}} {
+		for _, modes := range [][2]string{{"msc4072", "msc4072"}, {"legacy", "legacy"}, {"msc4072", "legacy"}, {"legacy", "msc4072"}} {
 			t.Run("hs1-"+modes[0]+"-hs2-"+modes[1], func(t *testing.T) {
 				testTwoServers(t, b, modes[0], modes[1])
 			})

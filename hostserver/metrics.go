@@ -24,6 +24,7 @@ const (
 type metrics struct {
 	registry    *prometheus.Registry
 	claims      *prometheus.CounterVec
+	answers     *prometheus.CounterVec // claim answers by endpoint and shape
 	latency     *prometheus.HistogramVec
 	storeErrors *prometheus.CounterVec
 
@@ -75,6 +76,10 @@ func newMetrics() *metrics {
 			Name: "keyclaim_device_claims_total",
 			Help: "Requested (user, device) pairs of claim requests (client and federation) by outcome: one_time_key, fallback, empty, failed. A key claimed from a remote server counts as one_time_key.",
 		}, []string{"outcome"}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyclaim_claim_answers_total",
+			Help: "Claim answers sent (200), by endpoint (client, federation) and shape: msc4072 (every requested device answered) or legacy (devices and users without a key left out: --mode legacy, a client matching --legacy-user-agents, --federation-answers legacy).",
+		}, []string{"endpoint", "shape"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "keyclaim_http_request_duration_seconds",
 			Help:    "Time to answer HTTP requests, by route (the path pattern, or \"unmatched\"), method and status.",
@@ -103,10 +108,15 @@ func newMetrics() *metrics {
 	for c := federation.CauseMissingHeader; c <= federation.CauseBadSignature; c++ {
 		m.fedAuthFailures.WithLabelValues(c.String())
 	}
-	m.registry.MustRegister(m.claims, m.latency, m.storeErrors,
+	m.registry.MustRegister(m.claims, m.answers, m.latency, m.storeErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{OutcomeOneTimeKey, OutcomeFallback, OutcomeEmpty, OutcomeFailed} {
 		m.claims.WithLabelValues(o)
+	}
+	for _, e := range []string{endpointClient, endpointFederation} {
+		for _, shape := range []core.Mode{core.ModeMSC4072, core.ModeLegacy} {
+			m.answers.WithLabelValues(e, string(shape))
+		}
 	}
 	for _, op := range []string{"upload", "counts", "query", "claim", "ping"} {
 		m.storeErrors.WithLabelValues(op)
@@ -135,6 +145,17 @@ func (m *metrics) addClaims(c claimCounts) {
 	if c.failed > 0 {
 		m.claims.WithLabelValues(OutcomeFailed).Add(float64(c.failed))
 	}
+}
+
+// Endpoint labels of keyclaim_claim_answers_total.
+const (
+	endpointClient     = "client"
+	endpointFederation = "federation"
+)
+
+// addAnswer counts one claim answer of endpoint in shape.
+func (m *metrics) addAnswer(endpoint string, shape core.Mode) {
+	m.answers.WithLabelValues(endpoint, string(shape)).Inc()
 }
 
 // ObserveRequest records one outgoing federation request; it is the [federation.Observer] of

@@ -29,14 +29,20 @@ func (s *Server) buildProxyMode() (*Server, error) {
 	p, err := proxy.New(proxy.Config{
 		Upstream:              upstream,
 		ServerName:            s.serverName,
-		Mode:                  s.mode,
+		Mode:                  s.policy.Mode,
+		LegacyUserAgents:      s.policy.LegacyUserAgents,
 		Limits:                s.cfg.limits(),
 		MaxUpstreamBody:       s.cfg.UpstreamMaxResponseBytes,
 		UpstreamBodyPerDevice: perDevice,
 		Passthrough:           s.cfg.UpstreamPassthrough,
 		TrustForwarded:        s.cfg.UpstreamTrustForwarded,
 		Logger:                s.logger.With("component", "proxy"),
-		Metrics:               pm,
+		Metrics: proxy.MetricsFunc(func(o proxy.Observation) {
+			pm.ObserveClaim(o)
+			if o.Result == proxy.ResultCompleted {
+				s.metrics.addAnswer(endpointClient, o.Shape)
+			}
+		}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -65,6 +71,7 @@ func (s *Server) buildProxyMode() (*Server, error) {
 	s.echo = e
 	s.http = s.newHTTPServer()
 	s.logger.Info("proxy mode", "upstream", redact(s.cfg.Upstream), "server_name", string(s.serverName),
-		"mode", string(s.mode), "passthrough", s.cfg.UpstreamPassthrough)
+		"mode", string(s.policy.Mode), "passthrough", s.cfg.UpstreamPassthrough)
+	s.logger.Info("claim answer policy: "+s.policy.Describe(), "mode", string(s.policy.Mode), "legacy_user_agents", s.policy.Expr())
 	return s, nil
 }

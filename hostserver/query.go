@@ -135,7 +135,7 @@ func (s *Server) handleClientQuery(c echo.Context) error {
 	for i, srv := range servers {
 		reqs[i] = federation.Request{Destination: srv, Body: appendQueryBody(nil, byServer[srv])}
 	}
-	outcomes := federation.FanOut(ctx, s.fed.QueryKeys, reqs, s.fanoutTimeout(q.Timeout))
+	outcomes := s.fanOut(ctx, s.fed.QueryKeys, reqs, s.fanoutTimeout(q.Timeout))
 	var failures []serverFailure
 	for _, srv := range servers {
 		devs, f := judgeRemoteQuery(byServer[srv], outcomes[srv])

@@ -61,6 +61,20 @@ func (NoFederation) QueryKeys(context.Context, core.ServerName, []byte) core.Rem
 // request's timeout.
 const StatusRemoteTimeout = federation.StatusTimeout
 
+// fanOut sends reqs with call in parallel within timeout ([federation.FanOut]). Without
+// federation ([NoFederation]) every destination fails at once with NoFederation's failure: even a
+// client timeout of 0 then says that federation is off, not that no answer came within 0 ms.
+func (s *Server) fanOut(ctx context.Context, call federation.CallFunc, reqs []federation.Request, timeout time.Duration) map[core.ServerName]core.RemoteOutcome {
+	if _, off := s.fed.(NoFederation); off {
+		out := make(map[core.ServerName]core.RemoteOutcome, len(reqs))
+		for _, r := range reqs {
+			out[r.Destination] = noFederation()
+		}
+		return out
+	}
+	return federation.FanOut(ctx, call, reqs, timeout)
+}
+
 // fanoutTimeout is how long a client request waits for remote servers: the request's timeout,
 // at most --federation-timeout-cap.
 func (s *Server) fanoutTimeout(requested time.Duration) time.Duration {

@@ -51,15 +51,18 @@ func robustKeyID(batch, k int) string {
 }
 
 // robustKeyValue returns the value uploaded for a one-time key of device d: compact, so that the
-// server's canonical form is the same bytes.
+// server's canonical form is the same bytes; signed, as uploads require (BRIEF 6).
 func robustKeyValue(d int, id string) string {
-	return `{"key":"otk-` + strconv.Itoa(d) + `-` + strings.TrimPrefix(id, robustAlg+":") + `"}`
+	return `{"key":"otk-` + strconv.Itoa(d) + `-` + strings.TrimPrefix(id, robustAlg+":") + `",` + robustSignatures + `}`
 }
 
 // robustFallbackValue returns the fallback key of device d, in canonical form.
 func robustFallbackValue(d int) string {
-	return `{"fallback":true,"key":"fb-` + strconv.Itoa(d) + `"}`
+	return `{"fallback":true,"key":"fb-` + strconv.Itoa(d) + `",` + robustSignatures + `}`
 }
+
+// robustSignatures is the signatures member of every robust key (their contents are not checked).
+const robustSignatures = `"signatures":{"@robust:hs1.test":{"ed25519:DEV":"sig"}}`
 
 // robustSeed returns the seed of a test's random choices: KEYCLAIM_TEST_SEED or the clock.
 func robustSeed(t *testing.T) uint64 {

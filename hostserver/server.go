@@ -20,6 +20,7 @@ import (
 	gojson "github.com/goccy/go-json"
 	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver/federation"
+	"github.com/keyclaim/keyclaim/hostserver/internal/compat"
 	"github.com/keyclaim/keyclaim/hostserver/store"
 	"github.com/labstack/echo/v4"
 )
@@ -30,7 +31,8 @@ type Server struct {
 	cfg        Config
 	logger     *slog.Logger
 	serverName core.ServerName
-	mode       core.Mode
+	policy     compat.Policy // the shape of client claim answers (--mode, --legacy-user-agents)
+	fedMode    core.Mode     // the shape of federation claim answers (--federation-answers)
 	store      store.Store
 	auth       Authenticator
 	fedAuth    FederationAuthenticator
@@ -80,11 +82,17 @@ func New(cfg Config) (_ *Server, err error) {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
 	mode, _ := core.ParseMode(cfg.Mode)
+	policy, err := compat.New(mode, cfg.LegacyUserAgents)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %w", err) // Validate compiled it already
+	}
+	fedMode, _ := core.ParseMode(cfg.FederationAnswers)
 	s := &Server{
 		cfg:        cfg,
 		logger:     logger,
 		serverName: core.ServerName(cfg.ServerName),
-		mode:       mode,
+		policy:     policy,
+		fedMode:    fedMode,
 		store:      cfg.Store,
 		fedAuth:    cfg.FederationAuthenticator,
 		fed:        cfg.Federation,
@@ -95,6 +103,8 @@ func New(cfg Config) (_ *Server, err error) {
 	if cfg.Upstream != "" {
 		return s.buildProxyMode()
 	}
+	s.logger.Info("claim answer policy: "+policy.Describe(), "mode", string(policy.Mode), "legacy_user_agents", policy.Expr(),
+		"federation_answers", string(fedMode))
 	if err := s.buildFederation(&cfg); err != nil {
 		return nil, fmt.Errorf("federation: %w", err)
 	}
@@ -103,7 +113,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.auth, err = buildAuthenticator(&cfg, logger); err != nil {
 		return nil, fmt.Errorf("authentication: %w", err)
 	}
-	if s.engine, err = buildEngine(ctx, &cfg, EngineOptions{ServerName: s.serverName, Mode: mode, Limits: cfg.limits()}); err != nil {
+	if s.engine, err = buildEngine(ctx, &cfg, EngineOptions{ServerName: s.serverName, Limits: cfg.limits()}); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	if s.store == nil {
@@ -459,10 +469,13 @@ var ClientVersions = []string{
 // UnstableFeatureMSC4072 is the unstable feature flag of complete claim answers.
 const UnstableFeatureMSC4072 = "org.matrix.msc4072"
 
+// handleVersions serves GET /_matrix/client/versions. The MSC4072 flag says whether this
+// client's claim answers are complete: false in legacy mode and for a client the compatibility
+// policy answers legacy-shaped.
 func (s *Server) handleVersions(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{
 		"versions":          ClientVersions,
-		"unstable_features": map[string]bool{UnstableFeatureMSC4072: s.mode == core.ModeMSC4072},
+		"unstable_features": map[string]bool{UnstableFeatureMSC4072: s.policy.ModeFor(c.Request().UserAgent()) == core.ModeMSC4072},
 	})
 }
 

@@ -81,8 +81,9 @@ func appendCounts(buf []byte, counts store.Counts) []byte {
 //
 // Errors (*core.Error): a body that is not JSON or not UTF-8 is M_NOT_JSON; a body that is not
 // an object, duplicate keys anywhere, a device_keys, one_time_keys or fallback_keys that is not
-// an object, or a key that is neither a string nor an object with a string "key", or that holds
-// a null anywhere (core.IsKeyValue), is M_BAD_JSON, naming the key ID;
+// an object, or a key that is neither a string nor a KeyObject with a string "key" and
+// "signatures" of user ID to key ID to string, or that holds a null anywhere (checkKeyObject),
+// is M_BAD_JSON, naming the path;
 // device_keys naming another user or device, an invalid key ID, or two fallback keys of one
 // algorithm is M_INVALID_PARAM. A missing, null or empty field means "nothing new". Device keys
 // must otherwise have the shape of the spec's DeviceKeys (see checkDeviceKeysShape: M_BAD_JSON
@@ -170,9 +171,8 @@ func rawMember(body []byte, name string) (json.RawMessage, error) {
 }
 
 // uploadedKeys reads one_time_keys or fallback_keys: an object of key ID to a key, which is a
-// string or an object with a string "key" and no null anywhere in it (core.IsKeyValue: clients
-// reject null maps, and the spec's KeyObject requires signatures to be an object). It returns
-// the keys as canonical JSON, except that numbers keep their literal text.
+// string or a KeyObject (checkKeyObject). It returns the keys as canonical JSON, except that
+// numbers keep their literal text.
 func uploadedKeys(v *core.Value, field string) (map[string]json.RawMessage, error) {
 	keys, ok := v.Get(field)
 	if !ok || keys.Kind == core.KindNull {
@@ -190,12 +190,65 @@ func uploadedKeys(v *core.Value, field string) (map[string]json.RawMessage, erro
 		if _, err := core.ParseKeyID(m.Key); err != nil {
 			return nil, matrixErr(core.CodeInvalidParam, field+": "+err.Error())
 		}
-		if !core.IsKeyValue(&m.Value) {
-			return nil, matrixErr(core.CodeBadJSON, field+"["+strconv.Quote(m.Key)+"] must be a string or an object with a string \"key\" and no null in it")
+		if err := checkKeyObject(&m.Value, field+"["+strconv.Quote(m.Key)+"]"); err != nil {
+			return nil, err
 		}
 		out[m.Key] = m.Value.AppendJSON(nil)
 	}
 	return out, nil
+}
+
+// checkKeyObject checks an uploaded one-time or fallback key at path against the spec's
+// OneTimeKeys schema (client-server API, definitions/one_time_keys.yaml), as Synapse's upload
+// servlet does: a string, or a KeyObject whose "key" is a string and whose "signatures" is an
+// object of user ID to an object of key ID to string, both required; "fallback", if present, a
+// boolean. Other members are allowed, as the schema allows them, but no null anywhere
+// (core.IsKeyValue: clients reject null maps, and the claimed key would be lost). Anything else
+// is M_BAD_JSON naming the path: such a key would be handed to claimers that cannot use it.
+func checkKeyObject(v *core.Value, path string) error {
+	bad := func(msg string) error { return matrixErr(core.CodeBadJSON, msg) }
+	const sigShape = "an object of user ID to an object of key ID to signature string"
+	switch v.Kind {
+	case core.KindString:
+		return nil
+	case core.KindObject:
+	default:
+		return bad(path + " must be a string or a key object {\"key\": ..., \"signatures\": ...}")
+	}
+	k, ok := v.Get("key")
+	switch {
+	case !ok:
+		return bad(path + ".key is missing; a key object needs a string key and its signatures")
+	case k.Kind != core.KindString:
+		return bad(path + ".key must be a string")
+	}
+	sigs, ok := v.Get("signatures")
+	switch {
+	case !ok:
+		return bad(path + ".signatures is missing; it must be " + sigShape)
+	case sigs.Kind != core.KindObject:
+		return bad(path + ".signatures must be " + sigShape)
+	}
+	for i := range sigs.Members {
+		m := &sigs.Members[i]
+		userPath := path + ".signatures[" + strconv.Quote(m.Key) + "]"
+		if _, err := core.ParseUserID(m.Key); err != nil {
+			return bad(path + ".signatures: " + strconv.Quote(m.Key) + " is not a user ID (" + err.Error() + ")")
+		}
+		if m.Value.Kind != core.KindObject {
+			return bad(userPath + " must be an object of key ID to signature string")
+		}
+		if err := checkStrings(&m.Value, userPath); err != nil {
+			return err
+		}
+	}
+	if f, ok := v.Get("fallback"); ok && f.Kind != core.KindBool {
+		return bad(path + ".fallback must be true or false")
+	}
+	if !core.IsKeyValue(v) {
+		return bad(path + " holds a null; a key object must not")
+	}
+	return nil
 }
 
 // appendJSONString appends s as a JSON string (canonical JSON escapes).

@@ -38,8 +38,8 @@ func TestUploadRejectsKeysWithNull(t *testing.T) {
 		wantBody(t, "claim", ts.ok(claimPath, aliceToken, claimBody(bob, "BOBDEV")),
 			`{"failures":{},"one_time_keys":{"`+bob+`":{"BOBDEV":{}}}}`)
 		// A key whose strings merely spell null is a key.
-		ts.ok(uploadPath, bobToken, `{"fallback_keys":{"signed_curve25519:F":{"key":"null","fallback":true}}}`)
+		ts.ok(uploadPath, bobToken, `{"fallback_keys":{"signed_curve25519:F":{"key":"null","fallback":true,"signatures":{"`+bob+`":{"ed25519:BOBDEV":"null"}}}}}`)
 		wantBody(t, "claim of a key spelling null", ts.ok(claimPath, aliceToken, claimBody(bob, "BOBDEV")),
-			`{"failures":{},"one_time_keys":{"`+bob+`":{"BOBDEV":{"signed_curve25519:F":{"fallback":true,"key":"null"}}}}}`)
+			`{"failures":{},"one_time_keys":{"`+bob+`":{"BOBDEV":{"signed_curve25519:F":{"fallback":true,"key":"null","signatures":{"`+bob+`":{"ed25519:BOBDEV":"null"}}}}}}}`)
 	})
 }

@@ -324,6 +324,7 @@ func startVectorServer(t *testing.T, server, mode string, tokens map[string]map[
 	return startServer(t, sqliteBackend, func(cfg *hostserver.Config) {
 		cfg.ServerName = server
 		cfg.Mode = mode
+		cfg.FederationAnswers = mode // complete_federation vectors: the vector's mode
 		cfg.Tokens = path
 		if edit != nil {
 			edit(cfg)

@@ -93,8 +93,8 @@ func (e *WasmEngine) ParseClaim(ctx context.Context, flavour core.Flavour, body 
 }
 
 // CompleteClient runs complete_client in the module.
-func (e *WasmEngine) CompleteClient(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome) ([]byte, error) {
-	in := e.completeInput(req, local)
+func (e *WasmEngine) CompleteClient(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome, mode core.Mode) ([]byte, error) {
+	in := e.completeInput(req, local, mode)
 	in = append(in, `,"remote":{`...)
 	first := true
 	for server, o := range remote {
@@ -111,17 +111,17 @@ func (e *WasmEngine) CompleteClient(ctx context.Context, req *core.ClaimRequest,
 }
 
 // CompleteFederation runs complete_federation in the module.
-func (e *WasmEngine) CompleteFederation(ctx context.Context, req *core.ClaimRequest, local core.LocalResults) ([]byte, error) {
-	in := e.completeInput(req, local)
+func (e *WasmEngine) CompleteFederation(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, mode core.Mode) ([]byte, error) {
+	in := e.completeInput(req, local, mode)
 	return e.invoke(ctx, "complete_federation", append(in, '}'))
 }
 
 // completeInput starts the input of complete_client and complete_federation:
 // {"mode":...,"server_name":...,"request":...,"local":... (without the closing brace).
-func (e *WasmEngine) completeInput(req *core.ClaimRequest, local core.LocalResults) []byte {
+func (e *WasmEngine) completeInput(req *core.ClaimRequest, local core.LocalResults, mode core.Mode) []byte {
 	in := make([]byte, 0, 256+256*req.Pairs())
 	in = append(in, `{"mode":`...)
-	in = appendJSONString(in, string(e.opts.Mode))
+	in = appendJSONString(in, string(mode))
 	in = append(in, `,"server_name":`...)
 	in = appendJSONString(in, string(e.opts.ServerName))
 	in = append(in, `,"request":`...)

@@ -103,10 +103,10 @@ func TestDevRunAndGracefulStop(t *testing.T) {
 		}
 		return string(b)
 	}
-	if got := post(bobToken, "/_matrix/client/v3/keys/upload", `{"one_time_keys": {"signed_curve25519:AAAAAQ": {"key": "k"}}}`); got != `{"one_time_key_counts":{"signed_curve25519":1}}` {
+	if got := post(bobToken, "/_matrix/client/v3/keys/upload", `{"one_time_keys": {"signed_curve25519:AAAAAQ": {"key": "k", "signatures": {"@bob:localhost": {"ed25519:BOBDEV": "s"}}}}}`); got != `{"one_time_key_counts":{"signed_curve25519":1}}` {
 		t.Errorf("upload: %s", got)
 	}
-	if got := post(aliceToken, "/_matrix/client/v3/keys/claim", `{"one_time_keys": {"@bob:localhost": {"BOBDEV": "signed_curve25519"}}}`); got != `{"failures":{},"one_time_keys":{"@bob:localhost":{"BOBDEV":{"signed_curve25519:AAAAAQ":{"key":"k"}}}}}` {
+	if got := post(aliceToken, "/_matrix/client/v3/keys/claim", `{"one_time_keys": {"@bob:localhost": {"BOBDEV": "signed_curve25519"}}}`); got != `{"failures":{},"one_time_keys":{"@bob:localhost":{"BOBDEV":{"signed_curve25519:AAAAAQ":{"key":"k","signatures":{"@bob:localhost":{"ed25519:BOBDEV":"s"}}}}}}}` {
 		t.Errorf("claim: %s", got)
 	}
 

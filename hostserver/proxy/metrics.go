@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keyclaim/keyclaim/core"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -48,6 +49,10 @@ type Observation struct {
 	Latency time.Duration
 	// Devices is the number of requested (user, device) pairs, 0 for a rejected request.
 	Devices int
+	// Shape is the shape of the completed answer (ResultCompleted only, "" otherwise):
+	// core.ModeMSC4072, or core.ModeLegacy in legacy mode and for a client that
+	// Config.LegacyUserAgents names.
+	Shape core.Mode
 	// Filled is the number of requested devices answered {} that the upstream did not answer
 	// {} itself (it left them out, or gave nothing usable): the devices completion added. Always
 	// 0 in legacy mode, where such devices are left out.
@@ -170,6 +175,6 @@ func errorKind(o Observation) string {
 
 // String returns the observation in a compact form for logs and test failures.
 func (o Observation) String() string {
-	return string(o.Result) + " status=" + strconv.Itoa(o.UpstreamStatus) + " devices=" + strconv.Itoa(o.Devices) +
+	return string(o.Result) + " shape=" + string(o.Shape) + " status=" + strconv.Itoa(o.UpstreamStatus) + " devices=" + strconv.Itoa(o.Devices) +
 		" filled=" + strconv.Itoa(o.Filled) + " dropped=" + strconv.Itoa(o.Dropped) + " latency=" + o.Latency.String()
 }

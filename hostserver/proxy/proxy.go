@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver/federation"
+	"github.com/keyclaim/keyclaim/hostserver/internal/compat"
 )
 
 // The claim paths the proxy completes (client-server API v1.19, "POST /_matrix/client/v3/keys/claim").
@@ -70,6 +72,10 @@ type Config struct {
 	// Mode is the completion mode: "" or core.ModeMSC4072 gives complete answers; core.ModeLegacy
 	// only sanitises the upstream's answer.
 	Mode core.Mode
+	// LegacyUserAgents, in msc4072 mode, names the clients answered as in legacy mode: those
+	// whose User-Agent it matches (the client compatibility policy of the keys server,
+	// --legacy-user-agents). nil answers every client in Mode.
+	LegacyUserAgents *regexp.Regexp
 	// Limits bound the claim request (body size, pairs, timeout default and cap); zero fields
 	// take core's defaults.
 	Limits core.Limits
@@ -106,7 +112,7 @@ type Config struct {
 type Proxy struct {
 	upstream    *url.URL
 	serverName  core.ServerName
-	mode        core.Mode
+	policy      compat.Policy
 	limits      core.Limits
 	maxAnswer   int64 // the floor of the bound on the upstream's claim answer
 	perDevice   int64 // added to it per claimed device
@@ -155,7 +161,7 @@ func New(cfg Config) (*Proxy, error) {
 		via:        "1.1 keyclaim-" + hex.EncodeToString(id[:]),
 		upstream:   &upstream,
 		serverName: cfg.ServerName,
-		mode:       mode,
+		policy:     compat.Policy{Mode: mode, LegacyUserAgents: cfg.LegacyUserAgents},
 		limits:     cfg.Limits.WithDefaults(),
 		maxAnswer:  cfg.MaxUpstreamBody,
 		perDevice:  cfg.UpstreamBodyPerDevice,
@@ -366,7 +372,8 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, req *core.Claim
 		return obs
 	}
 
-	completed, err := core.CompleteUpstream(req, answer, core.CompleteOptions{Mode: p.mode, ServerName: p.serverName})
+	shape := p.policy.ModeFor(r.UserAgent())
+	completed, err := core.CompleteUpstream(req, answer, core.CompleteOptions{Mode: shape, ServerName: p.serverName})
 	if err != nil {
 		obs.Result = ResultBadAnswer
 		p.logger.Warn("the upstream homeserver's claim answer is unusable", "status", resp.StatusCode, "bytes", len(answer), "err", err)
@@ -374,6 +381,7 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, req *core.Claim
 		return obs
 	}
 	obs.Result = ResultCompleted
+	obs.Shape = shape
 	if p.metrics != nil {
 		obs.Filled, obs.Dropped = tally(completed, answer)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -121,8 +122,9 @@ func compactKey(raw json.RawMessage) ([]byte, error) {
 // newOneTimeKeys decides which uploaded one-time keys are stored. existing holds the device's
 // unclaimed one-time keys among the uploaded key IDs (key ID -> stored value) and claimed the
 // uploaded key IDs that were already claimed from the device. A claimed key ID is skipped (it
-// must never be handed out again: matrix-spec#1124), an identical re-upload is skipped, and a
-// different value under an unclaimed key ID is an ErrKeyConflict for the whole upload.
+// must never be handed out again: matrix-spec#1124), a re-upload of the same key is skipped
+// (sameOneTimeKey: its signatures may differ; the stored one is kept), and a different key under
+// an unclaimed key ID is an ErrKeyConflict for the whole upload.
 func newOneTimeKeys(user, device string, keys []keyEntry, existing map[string][]byte, claimed map[string]bool) ([]keyEntry, error) {
 	var fresh []keyEntry
 	for _, k := range keys {
@@ -130,7 +132,7 @@ func newOneTimeKeys(user, device string, keys []keyEntry, existing map[string][]
 			continue
 		}
 		if old, ok := existing[k.keyID]; ok {
-			if !bytes.Equal(old, k.value) {
+			if !sameOneTimeKey(old, k.value) {
 				return nil, fmt.Errorf("%w: one-time key %q of device %q of user %q", ErrKeyConflict, k.keyID, device, user)
 			}
 			continue
@@ -138,6 +140,40 @@ func newOneTimeKeys(user, device string, keys []keyEntry, existing map[string][]
 		fresh = append(fresh, k)
 	}
 	return fresh, nil
+}
+
+// sameOneTimeKey reports whether two values of one one-time key ID are the same key, as Synapse
+// decides it (_one_time_keys_match): equal when either is a string, otherwise equal once their
+// "signatures" are taken away, since a client may sign a key again (a new device signing key,
+// another signature algorithm) and upload it again when it did not see the first answer. Values
+// that are not JSON are the same only if byte for byte equal.
+func sameOneTimeKey(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	va, okA := decodeKey(a)
+	vb, okB := decodeKey(b)
+	if !okA || !okB {
+		return false
+	}
+	ma, objA := va.(map[string]any)
+	mb, objB := vb.(map[string]any)
+	if objA && objB {
+		delete(ma, "signatures")
+		delete(mb, "signatures")
+	}
+	return reflect.DeepEqual(va, vb)
+}
+
+// decodeKey decodes a stored or uploaded key value, numbers as their literal text.
+func decodeKey(data []byte) (any, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil || dec.More() {
+		return nil, false
+	}
+	return v, true
 }
 
 // dedupeWants drops repeated (user, device, algorithm) triples, keeping the first of each.

@@ -248,6 +248,23 @@ var conformanceCases = []conformanceCase{
 		respaced := Upload{OneTimeKeys: otks(`signed_curve25519:1=`+compact(t, signed("1")), `signed_curve25519:2=  "plain"  `)}
 		equal(t, "respaced", mustUpload(t, s, alice, "DEV", respaced), Counts{sc: 2})
 	}},
+	{"upload/re-signed re-upload of an unclaimed key is the same key: accepted, the stored one kept", func(t *testing.T, s Store) {
+		// Synapse compares the key, not its signatures (_one_time_keys_match); so do we (BRIEF 6).
+		mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks(`signed_curve25519:1=` + signed("1"))})
+		resigned := `{"key":"1","signatures":{"@alice:example.org":{"ed25519:DEV":"another-sig","ed25519:NEW":"x"}}}`
+		unsigned := `{"key":"1","signatures":{}}`
+		for _, v := range []string{resigned, unsigned} {
+			equal(t, "re-upload "+v, mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks(`signed_curve25519:1=`+v, `signed_curve25519:2=`+signed("2"))}), Counts{sc: 2})
+		}
+		got := mustClaim(t, s, Want{alice, "DEV", sc})
+		equal(t, "the first upload's key, with its signatures", string(got[0].Key), compact(t, signed("1")))
+		// A member other than signatures still makes another key.
+		_, err := s.Upload(testCtx(t), alice, "DEV", Upload{OneTimeKeys: otks(`signed_curve25519:2={"key":"2","fallback":true,"signatures":{}}`)})
+		if !errors.Is(err, ErrKeyConflict) {
+			t.Fatalf("another member: err = %v, want ErrKeyConflict", err)
+		}
+		equal(t, "counts", mustCounts(t, s, alice, "DEV"), Counts{sc: 1})
+	}},
 	{"upload/key values are stored compacted", func(t *testing.T, s Store) {
 		mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks("signed_curve25519:1=\n\t" + signed("1") + "\n")})
 		got := mustClaim(t, s, Want{alice, "DEV", sc})
