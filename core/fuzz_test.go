@@ -3,6 +3,7 @@ package core_test
 import (
 	"bytes"
 	"encoding/json"
+	"math/big"
 	"reflect"
 	"regexp"
 	"strings"
@@ -362,6 +363,67 @@ func FuzzFailureBounded(f *testing.F) {
 		}
 		if b.Bounded() != b {
 			t.Fatalf("bounding twice changed %+v", b)
+		}
+	})
+}
+
+// FuzzParseMillis checks ParseMillis against math/big: it accepts exactly the number literals
+// (JSON syntax, leading zeros allowed) whose value is a non-negative integer, and returns that
+// value, or 2^50 when it is at least 2^50.
+func FuzzParseMillis(f *testing.F) {
+	for _, s := range []string{"0", "-0", "1000.0", "1e3", "1.5e3", "10000e-1", "1.5", "-1", "1e400", "007", "1e", "+5", "1e-3", "99999999999999999999"} {
+		f.Add(s)
+	}
+	literal := regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+	limit := new(big.Rat).SetInt64(1 << 50)
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := core.ParseMillis(s)
+		want, wantOK := int64(0), false
+		if literal.MatchString(s) && len(s) < 40 { // big.Rat would take long over huge exponents
+			r, good := new(big.Rat).SetString(s)
+			if !good {
+				return // an exponent math/big refuses (over about 10^6): covered by TestParseMillis
+			}
+			if r.Sign() >= 0 && r.IsInt() {
+				wantOK = true
+				if r.Cmp(limit) >= 0 {
+					want = 1 << 50
+				} else {
+					want = r.Num().Int64()
+				}
+			}
+		} else if literal.MatchString(s) {
+			return // a long literal: covered by TestParseMillis
+		}
+		if ok != wantOK || got != want {
+			t.Fatalf("ParseMillis(%q) = %d, %v; want %d, %v", s, got, ok, want, wantOK)
+		}
+	})
+}
+
+// FuzzParseObjectRaw checks ParseObjectRaw against ParseValue: the same tree or the same error,
+// and each member's text parses to that member's value.
+func FuzzParseObjectRaw(f *testing.F) {
+	for _, s := range []string{`{"device_keys": {"a": 1}, "one_time_keys": {}}`, `{"a":1,"a":2}`, `[1]`, ` { } `, `{"a":"\u00e9"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, raw, err := core.ParseObjectRaw(data)
+		want, werr := core.ParseValue(data)
+		if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
+			t.Fatalf("error %v, ParseValue %v", err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(v.AppendJSON(nil), want.AppendJSON(nil)) {
+			t.Fatalf("tree %s, ParseValue %s", v.AppendJSON(nil), want.AppendJSON(nil))
+		}
+		for _, m := range v.Members {
+			mv, err := core.ParseValue(raw[m.Key])
+			if err != nil || !bytes.Equal(mv.AppendJSON(nil), m.Value.AppendJSON(nil)) {
+				t.Fatalf("member %q: raw %q parses to %v, %v", m.Key, raw[m.Key], mv, err)
+			}
 		}
 	})
 }

@@ -77,6 +77,39 @@ func ParseValue(data []byte) (Value, error) {
 	return v, nil
 }
 
+// ParseObjectRaw parses data as ParseValue does and, when it is an object, also returns the
+// exact text of each of its members' values (a sub-slice of data, without the white space
+// around it), in the same single pass: a host that must keep a member byte for byte (the
+// device_keys of /keys/upload) need not read the body a second time. raw is nil when data is not
+// an object.
+func ParseObjectRaw(data []byte) (v Value, raw map[string][]byte, err error) {
+	d := decoder{data: data}
+	if k, ok := d.kind(); !ok || k != KindObject {
+		v, err = ParseValue(data)
+		return v, nil, err
+	}
+	members := make([]Member, 0, 4)
+	raw = make(map[string][]byte, 4)
+	err = d.object(func(key string) error {
+		d.ws()
+		start := d.pos
+		mv, err := d.value()
+		members = append(members, Member{key, mv})
+		raw[key] = data[start:d.pos:d.pos]
+		return err
+	})
+	if err == nil {
+		err = sortMembers(members) // duplicate keys
+	}
+	if err == nil {
+		err = d.end()
+	}
+	if err != nil {
+		return Value{}, nil, err
+	}
+	return Value{Kind: KindObject, Members: members}, raw, nil
+}
+
 // Canonical parses data as one JSON value and returns its canonical JSON encoding.
 func Canonical(data []byte) ([]byte, error) {
 	v, err := ParseValue(data)

@@ -91,3 +91,35 @@ func TestCanonicalAgreesWithEncodingJSON(t *testing.T) {
 		t.Errorf("meaning changed:\n in  %s\n out %s", ja, jb)
 	}
 }
+
+// TestParseObjectRaw: the tree is ParseValue's, and each member's text is the exact bytes of the
+// input, white space around it excluded; errors are ParseValue's.
+func TestParseObjectRaw(t *testing.T) {
+	in := []byte(" {\"b\" : { \"x\" :1.50 , \"y\":[ ] } ,\n\"a\":\"\\u00e9\"\t, \"c\": null} ")
+	v, raw, err := core.ParseObjectRaw(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := core.ParseValue(in)
+	if string(v.AppendJSON(nil)) != string(want.AppendJSON(nil)) {
+		t.Errorf("tree %s, want %s", v.AppendJSON(nil), want.AppendJSON(nil))
+	}
+	for k, w := range map[string]string{"a": `"\u00e9"`, "b": `{ "x" :1.50 , "y":[ ] }`, "c": "null"} {
+		if string(raw[k]) != w {
+			t.Errorf("raw[%q] = %q, want %q", k, raw[k], w)
+		}
+	}
+	if len(raw) != 3 {
+		t.Errorf("raw has %d members", len(raw))
+	}
+	for _, bad := range []string{`{"a":1,"a":2}`, `{"a":1} x`, `{"a":}`, `{`} {
+		_, _, err := core.ParseObjectRaw([]byte(bad))
+		_, werr := core.ParseValue([]byte(bad))
+		if err == nil || werr == nil || err.Error() != werr.Error() {
+			t.Errorf("%s: %v, ParseValue %v", bad, err, werr)
+		}
+	}
+	if v, raw, err := core.ParseObjectRaw([]byte(` [1] `)); err != nil || raw != nil || v.Kind != core.KindArray {
+		t.Errorf("array: %v %v %v", v, raw, err)
+	}
+}

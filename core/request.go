@@ -347,7 +347,7 @@ func (p *requestParser) timeout() (int64, error) {
 	if err != nil {
 		return -1, err
 	}
-	t, ok := parseMillis(lit)
+	t, ok := ParseMillis(lit)
 	if !ok {
 		return -1, errorf(CodeInvalidParam, "timeout must be a non-negative integer number of milliseconds, not %s", lit)
 	}
@@ -357,7 +357,7 @@ func (p *requestParser) timeout() (int64, error) {
 func (p *requestParser) resolveTimeout(body int64) (int64, error) {
 	t := body
 	if t < 0 && p.opts.QueryTimeout != "" {
-		q, ok := parseMillis(p.opts.QueryTimeout)
+		q, ok := ParseMillis(p.opts.QueryTimeout)
 		if !ok {
 			return 0, errorf(CodeInvalidParam, "the timeout query parameter must be a non-negative integer number of milliseconds, not %s", quote(p.opts.QueryTimeout))
 		}
@@ -368,6 +368,90 @@ func (p *requestParser) resolveTimeout(body int64) (int64, error) {
 	}
 	return min(t, p.lim.MaxTimeoutMS), nil
 }
+
+// ParseMillis parses a timeout in milliseconds: a JSON number literal whose value is a
+// non-negative integer, saturating at a large value (about 2^50). As JSON Schema counts integers
+// by value (and the spec's OpenAPI validators accept them), 1000, 1000.0, 1e3, 1.5e3 and 10000e-1
+// are integers (1000, 1000, 1000, 1500, 1000) and -0 is 0; 1.5, 1e-3, -1, a leading '+', an
+// empty string or anything that is not a number literal is not. Leading zeros are accepted
+// ("007" from a query string); in a body the JSON decoder has refused them already. The body's
+// timeout and the ?timeout= query parameter of a claim, and the keys server's /keys/query
+// timeout, are read with it.
+func ParseMillis(s string) (int64, bool) {
+	i, n := 0, len(s)
+	neg := i < n && s[i] == '-'
+	if neg {
+		i++
+	}
+	intStart := i
+	for i < n && isDigit(s[i]) {
+		i++
+	}
+	digits := s[intStart:i]
+	if len(digits) == 0 {
+		return 0, false
+	}
+	frac := ""
+	if i < n && s[i] == '.' {
+		i++
+		start := i
+		for i < n && isDigit(s[i]) {
+			i++
+		}
+		if frac = s[start:i]; frac == "" {
+			return 0, false
+		}
+	}
+	exp := int64(0)
+	if i < n && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		expNeg := false
+		if i < n && (s[i] == '+' || s[i] == '-') {
+			expNeg = s[i] == '-'
+			i++
+		}
+		start := i
+		for i < n && isDigit(s[i]) {
+			if exp < 1<<40 {
+				exp = exp*10 + int64(s[i]-'0')
+			}
+			i++
+		}
+		if i == start {
+			return 0, false
+		}
+		if expNeg {
+			exp = -exp
+		}
+	}
+	if i != n {
+		return 0, false
+	}
+	// The value is mant × 10^(exp − len(frac)), mant = digits+frac without leading zeros.
+	mant := strings.TrimLeft(digits+frac, "0")
+	if mant == "" {
+		return 0, true // zero, whatever its sign or exponent
+	}
+	if neg {
+		return 0, false
+	}
+	scale := exp - int64(len(frac))
+	trimmed := strings.TrimRight(mant, "0")
+	scale += int64(len(mant) - len(trimmed))
+	if scale < 0 {
+		return 0, false // a fraction remains: not an integer
+	}
+	if int64(len(trimmed))+scale > 16 {
+		return 1 << 50, true // at least 10^16: saturate, as parseMillis does
+	}
+	v, _ := parseMillis(trimmed)
+	for ; scale > 0; scale-- {
+		v *= 10
+	}
+	return min(v, 1<<50), true
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // parseMillis parses a non-negative integer literal, saturating at a large value.
 func parseMillis(s string) (int64, bool) {

@@ -92,7 +92,7 @@ func TestParseClaimRequest(t *testing.T) {
 // TestFederationTimeoutErrorAsClient: a bad body timeout is the same error, errcode and message,
 // on both endpoints (BRIEF 2 covers both).
 func TestFederationTimeoutErrorAsClient(t *testing.T) {
-	for _, timeout := range []string{"-5", "1.5", "1e3", `"10"`, "true", "{}"} {
+	for _, timeout := range []string{"-5", "1.5", "1e-3", "-1e3", `"10"`, "true", "{}"} {
 		body := []byte(`{"one_time_keys":{"@a:hs1":{"D":"alg"}},"timeout":` + timeout + `}`)
 		_, cerr := core.ParseClaimRequest(body, core.ParseOptions{})
 		_, ferr := core.ParseClaimRequest(body, core.ParseOptions{Flavour: core.FlavourFederation, ServerName: "hs1"})
@@ -226,5 +226,26 @@ func TestTrackerBackoffDoubling(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(delays), "[15 30 60 120 240 480 900 900 900]"; got != want {
 		t.Errorf("delays (s) = %s, want %s", got, want)
+	}
+}
+
+// TestParseMillis pins the integral-number rule of timeouts (issue 14, fix 6) beyond the
+// vectors: what is an integer by value, what saturates, what is refused.
+func TestParseMillis(t *testing.T) {
+	ok := map[string]int64{
+		"0": 0, "-0": 0, "0.0": 0, "-0.0e5": 0, "0e-400": 0, "007": 7, "1000": 1000, "1000.0": 1000, "1e3": 1000,
+		"1E3": 1000, "1e+3": 1000, "1.5e3": 1500, "10000e-1": 1000, "1.000": 1, "123.4500e2": 12345,
+		"99999999999999999999999": 1 << 50, "1e400": 1 << 50, "1e99999999999999999999": 1 << 50, "1125899906842624": 1 << 50,
+		"9007199254740993": 1 << 50, "1125899906842623": 1<<50 - 1,
+	}
+	for s, want := range ok {
+		if got, good := core.ParseMillis(s); !good || got != want {
+			t.Errorf("ParseMillis(%q) = %d, %v; want %d", s, got, good, want)
+		}
+	}
+	for _, s := range []string{"", "-", "-1", "-1e3", "-0.5", "1.5", "1e-3", "0.1", "1.", ".5", "1e", "1e+", "+5", " 5", "5 ", "0x10", "1_000", "NaN", "Infinity", "１", "1e-99999999999999999999"} {
+		if got, good := core.ParseMillis(s); good {
+			t.Errorf("ParseMillis(%q) = %d, accepted", s, got)
+		}
 	}
 }

@@ -24,6 +24,8 @@ import (
 type Identity struct {
 	User   core.UserID
 	Device core.DeviceID // empty when the token is not bound to a device
+	// DisplayName is the device's display name from the token file ("" when it gives none).
+	DisplayName string
 }
 
 // Authenticator checks client access tokens (client-server API, "Client Authentication").
@@ -59,13 +61,28 @@ func accessToken(r *http.Request) (string, bool) {
 }
 
 // TokenFileAuth authenticates with a static token file, JSON
-// {"<access token>": {"user_id": "@alice:example.org", "device_id": "ALICEDEV"}, ...}, for
-// development, tests and load drivers. [TokenFileAuth.Reload] rereads the file (the server calls
-// it on SIGHUP); an invalid file leaves the previous tokens in force.
+// {"<access token>": {"user_id": "@alice:example.org", "device_id": "ALICEDEV", "display_name": "Alice's phone"}, ...}
+// (display_name optional), for development, tests and load drivers. [TokenFileAuth.Reload]
+// rereads the file (the server calls it on SIGHUP); an invalid file leaves the previous tokens in
+// force. It is also the [DeviceNamer] of the devices it names.
 type TokenFileAuth struct {
 	path   string
 	server core.ServerName
 	tokens atomic.Pointer[map[string]Identity]
+	names  atomic.Pointer[map[userDevice]string]
+}
+
+// userDevice names one device of one user.
+type userDevice struct {
+	user   core.UserID
+	device string
+}
+
+// DeviceNamer gives the display names of devices, which /keys/query returns as
+// unsigned.device_display_name of local devices (as Synapse does).
+type DeviceNamer interface {
+	// DeviceDisplayName returns the display name of the device of user, if it has one.
+	DeviceDisplayName(user core.UserID, device string) (string, bool)
 }
 
 // NewTokenFileAuth reads the token file at path. Every user must be local to server.
@@ -87,8 +104,21 @@ func (a *TokenFileAuth) Reload() error {
 	if err != nil {
 		return err
 	}
+	names := map[userDevice]string{}
+	for _, id := range tokens {
+		if id.DisplayName != "" {
+			names[userDevice{id.User, string(id.Device)}] = id.DisplayName
+		}
+	}
+	a.names.Store(&names) // a request may see the new names with the old tokens: both are valid
 	a.tokens.Store(&tokens)
 	return nil
+}
+
+// DeviceDisplayName returns the display_name the token file gives the device.
+func (a *TokenFileAuth) DeviceDisplayName(user core.UserID, device string) (string, bool) {
+	name, ok := (*a.names.Load())[userDevice{user, device}]
+	return name, ok
 }
 
 // Len returns the number of tokens in force.
@@ -105,12 +135,14 @@ func (a *TokenFileAuth) Authenticate(_ context.Context, token string) (Identity,
 
 // tokenEntry is one entry of a token file.
 type tokenEntry struct {
-	UserID   string `json:"user_id"`
-	DeviceID string `json:"device_id"`
+	UserID      string `json:"user_id"`
+	DeviceID    string `json:"device_id"`
+	DisplayName string `json:"display_name,omitempty"`
 }
 
 // ReadTokenFile reads and validates a token file: every token non-empty, every user ID valid
-// and local to server, every device ID non-empty.
+// and local to server, every device ID non-empty, and a device given a display_name by several
+// tokens given the same one.
 func ReadTokenFile(path string, server core.ServerName) (map[string]Identity, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -123,9 +155,10 @@ func ReadTokenFile(path string, server core.ServerName) (map[string]Identity, er
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&entries); err != nil {
-		return nil, fmt.Errorf("token file %s: want {\"<token>\": {\"user_id\": ..., \"device_id\": ...}}: %w", path, err)
+		return nil, fmt.Errorf("token file %s: want {\"<token>\": {\"user_id\": ..., \"device_id\": ..., \"display_name\": ... (optional)}}: %w", path, err)
 	}
 	tokens := make(map[string]Identity, len(entries))
+	names := map[userDevice]string{}
 	for token, e := range entries {
 		if token == "" {
 			return nil, fmt.Errorf("token file %s: an empty access token", path)
@@ -140,7 +173,14 @@ func ReadTokenFile(path string, server core.ServerName) (map[string]Identity, er
 		if e.DeviceID == "" {
 			return nil, fmt.Errorf("token file %s: user %s has an empty device_id", path, user)
 		}
-		tokens[token] = Identity{User: user, Device: core.DeviceID(e.DeviceID)}
+		if e.DisplayName != "" {
+			k := userDevice{user, e.DeviceID}
+			if other, ok := names[k]; ok && other != e.DisplayName {
+				return nil, fmt.Errorf("token file %s: device %s of %s has two display names, %q and %q", path, e.DeviceID, user, other, e.DisplayName)
+			}
+			names[k] = e.DisplayName
+		}
+		tokens[token] = Identity{User: user, Device: core.DeviceID(e.DeviceID), DisplayName: e.DisplayName}
 	}
 	return tokens, nil
 }

@@ -3,6 +3,7 @@ package hostserver_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -345,5 +346,31 @@ func TestFederationOffSaysSo(t *testing.T) {
 					`{"device_keys":{},"failures":{"remote.test":`+off+`}}`)
 			}
 		})
+	}
+}
+
+// TestIntegralTimeouts: a timeout is an integer by value (JSON Schema, the spec's OpenAPI
+// validators): 1000.0 and 1e3 are 1000 in a claim body, a query string and a /keys/query body;
+// 1.5, negatives and strings stay 400 M_INVALID_PARAM (issue 14, fix 6).
+func TestIntegralTimeouts(t *testing.T) {
+	fed := &slowFederation{}
+	ts := startServer(t, sqliteBackend, func(cfg *hostserver.Config) { cfg.Federation = fed })
+	failed := func(ms string) string {
+		return `{"failures":{"remote.test":{"message":"no answer from remote.test within the timeout of ` + ms + ` ms","status":504}},"one_time_keys":{}}`
+	}
+	claim := `{"one_time_keys":{"` + remoteUser + `":{"D":"signed_curve25519"}}`
+	for _, v := range []string{"100.0", "1e2", "1E+2", "0.1e3", "1000e-1"} {
+		wantBody(t, "claim body timeout "+v, ts.ok(claimPath, aliceToken, claim+`,"timeout":`+v+`}`), failed("100"))
+		wantBody(t, "claim ?timeout="+v, ts.ok(claimPath+"?timeout="+url.QueryEscape(v), aliceToken, claim+`}`), failed("100"))
+		wantBody(t, "query body timeout "+v, ts.ok(queryPath, aliceToken, `{"device_keys":{"`+remoteUser+`":[]},"timeout":`+v+`}`),
+			`{"device_keys":{},"failures":{"remote.test":{"message":"no answer from remote.test within the timeout of 100 ms","status":504}}}`)
+		wantBody(t, "federation claim timeout "+v, ts.ok(fedClaimPath, "", `{"one_time_keys":{},"timeout":`+v+`}`), `{"one_time_keys":{}}`)
+	}
+	for _, v := range []string{"1.5", "-1", "-1e3", "1e-3", `"1000"`} {
+		wantError(t, "claim body timeout "+v, ts.post(claimPath, aliceToken, claim+`,"timeout":`+v+`}`), http.StatusBadRequest, "M_INVALID_PARAM")
+		wantError(t, "federation claim timeout "+v, ts.post(fedClaimPath, "", `{"one_time_keys":{},"timeout":`+v+`}`), http.StatusBadRequest, "M_INVALID_PARAM")
+	}
+	for _, v := range []string{"1.5", "-1", "1e-3", "abc", "%2B5"} {
+		wantError(t, "claim ?timeout="+v, ts.post(claimPath+"?timeout="+v, aliceToken, claim+`}`), http.StatusBadRequest, "M_INVALID_PARAM")
 	}
 }

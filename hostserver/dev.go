@@ -18,8 +18,9 @@ import (
 	"github.com/keyclaim/keyclaim/hostserver/federation"
 )
 
-// DevUsers are the users of a generated development token file: localpart and device ID.
-var DevUsers = [][2]string{{"alice", "ALICEDEV"}, {"bob", "BOBDEV"}}
+// DevUsers are the users of a generated development token file: localpart, device ID and the
+// device's display name (returned by /keys/query as unsigned.device_display_name).
+var DevUsers = [][3]string{{"alice", "ALICEDEV", "Alice's development device"}, {"bob", "BOBDEV", "Bob's development device"}}
 
 // EnsureDevTokens makes sure a development token file exists at path: if there is none, it
 // writes one (mode 0600, parent directories created) with a random token for each of
@@ -40,8 +41,8 @@ func EnsureDevTokens(path string, server core.ServerName) (map[string]Identity, 
 		}
 		token := "kc_dev_" + u[0] + "_" + base64.RawURLEncoding.EncodeToString(b[:])
 		user := "@" + u[0] + ":" + string(server)
-		entries[token] = tokenEntry{UserID: user, DeviceID: u[1]}
-		tokens[token] = Identity{User: core.UserID(user), Device: core.DeviceID(u[1])}
+		entries[token] = tokenEntry{UserID: user, DeviceID: u[1], DisplayName: u[2]}
+		tokens[token] = Identity{User: core.UserID(user), Device: core.DeviceID(u[1]), DisplayName: u[2]}
 	}
 	data, err := json.MarshalIndent(entries, "", "  ")
 	if err != nil {

@@ -193,6 +193,9 @@ func FuzzParseUpload(f *testing.F) {
 			}
 			return
 		}
+		if !up.Checked && (up.DeviceKeys != nil || len(up.OneTimeKeys) > 0 || len(up.FallbackKeys) > 0) {
+			t.Fatalf("an upload with something to store is not marked Checked")
+		}
 		if up.DeviceKeys != nil && !bytes.Contains(body, up.DeviceKeys) {
 			t.Fatalf("device keys %q are not bytes of the body", up.DeviceKeys)
 		}
@@ -211,9 +214,39 @@ func FuzzParseUpload(f *testing.F) {
 				if pv, _ := core.ParseValue(v); !core.IsKeyValue(&pv) {
 					t.Fatalf("key %q accepted, but it is not a key value (a null in it?): %q", kid, v)
 				}
+				if !keyObjectShapeOK(v) {
+					t.Fatalf("key %q accepted without the shape of the spec's KeyObject: %q", kid, v)
+				}
 			}
 		}
 	})
+}
+
+// keyObjectShapeOK reports whether raw is a string or what the spec's KeyObject requires: key a
+// string, signatures an object of "@..." to objects of strings. It reads with encoding/json.
+func keyObjectShapeOK(raw []byte) bool {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return true
+	}
+	var o struct {
+		Key        *string                       `json:"key"`
+		Signatures map[string]map[string]*string `json:"signatures"`
+	}
+	if json.Unmarshal(raw, &o) != nil || o.Key == nil || o.Signatures == nil {
+		return false
+	}
+	for user, sigs := range o.Signatures {
+		if !strings.HasPrefix(user, "@") || sigs == nil {
+			return false
+		}
+		for _, sig := range sigs {
+			if sig == nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // deviceKeysShapeOK reports whether raw has what the spec's DeviceKeys requires: user_id and

@@ -1,10 +1,9 @@
 package hostserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -81,11 +80,9 @@ func ParseKeyQuery(body []byte, federation bool, server core.ServerName, maxEntr
 	if !federation {
 		q.Timeout = defaultTimeout
 		if t, ok := v.Get("timeout"); ok && t.Kind != core.KindNull {
-			ms, err := strconv.ParseInt(t.Str, 10, 64)
-			if errors.Is(err, strconv.ErrRange) && t.Str[0] != '-' {
-				ms, err = math.MaxInt64, nil // clamped below
-			}
-			if t.Kind != core.KindNumber || err != nil || ms < 0 {
+			// An integer by value, as for claims (core.ParseMillis: 1000.0 and 1e3 are 1000).
+			ms, good := core.ParseMillis(t.Str)
+			if t.Kind != core.KindNumber || !good {
 				return nil, matrixErr(core.CodeInvalidParam, "timeout must be a non-negative integer number of milliseconds")
 			}
 			q.Timeout = time.Duration(min(ms, maxTimeout.Milliseconds())) * time.Millisecond
@@ -130,6 +127,7 @@ func (s *Server) handleClientQuery(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.nameDevices(found)
 	slices.Sort(servers)
 	reqs := make([]federation.Request, len(servers))
 	for i, srv := range servers {
@@ -192,6 +190,53 @@ func (s *Server) handleFederationQuery(c echo.Context) error {
 	}
 	buf := appendDeviceKeys([]byte(`{"device_keys":`), q.Users, found)
 	return writeJSON(c, append(buf, '}'))
+}
+
+// nameDevices gives the local devices in found the display names the authenticator knows
+// (a [DeviceNamer]: the token file's display_name) as unsigned.device_display_name, as Synapse
+// answers a client's /keys/query. The federation endpoint does not (Synapse's default,
+// allow_device_name_lookup_over_federation: false): a device's name is for its owner's contacts
+// on this server to see, not for every server that asks.
+func (s *Server) nameDevices(found map[core.UserID]map[string]json.RawMessage) {
+	namer, ok := s.auth.(DeviceNamer)
+	if !ok {
+		return
+	}
+	for user, devs := range found {
+		for dev, keys := range devs {
+			if name, ok := namer.DeviceDisplayName(user, dev); ok {
+				devs[dev] = withDisplayName(keys, name)
+			}
+		}
+	}
+}
+
+// withDisplayName returns the device keys raw with unsigned set to {"device_display_name": name}
+// as Synapse sets it (an uploaded unsigned is replaced: the server, not the client, speaks
+// there). unsigned is outside what the device signed, so the signatures still verify. Keys
+// without an unsigned member keep their bytes: the member is put first. Others are written
+// again in canonical form (what signatures are computed over anyway).
+func withDisplayName(raw json.RawMessage, name string) json.RawMessage {
+	v, err := core.ParseValue(raw)
+	if err != nil || v.Kind != core.KindObject || len(v.Members) == 0 {
+		return raw // stored objects are never so; leave anything else alone
+	}
+	unsigned := core.Value{Kind: core.KindObject, Members: []core.Member{{Key: "device_display_name", Value: core.Value{Kind: core.KindString, Str: name}}}}
+	if _, has := v.Get("unsigned"); !has {
+		i := bytes.IndexByte(raw, '{')
+		out := make([]byte, 0, len(raw)+len(name)+40)
+		out = append(out, raw[:i+1]...)
+		out = append(out, `"unsigned":`...)
+		out = unsigned.AppendJSON(out)
+		out = append(out, ',')
+		return append(out, raw[i+1:]...)
+	}
+	for i := range v.Members {
+		if v.Members[i].Key == "unsigned" {
+			v.Members[i].Value = unsigned
+		}
+	}
+	return v.AppendJSON(nil)
 }
 
 type serverFailure struct {

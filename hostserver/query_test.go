@@ -74,6 +74,10 @@ func TestQueryRejects(t *testing.T) {
 		{"duplicate user", `{"device_keys":{"` + bob + `":[],"` + bob + `":[]}}`, 400, "M_BAD_JSON"},
 		{"invalid user ID", `{"device_keys":{"bob":[]}}`, 400, "M_INVALID_PARAM"},
 		{"negative timeout", `{"device_keys":{},"timeout":-1}`, 400, "M_INVALID_PARAM"},
+		{"negative timeout with an exponent", `{"device_keys":{},"timeout":-1e3}`, 400, "M_INVALID_PARAM"},
+		{"fractional timeout", `{"device_keys":{},"timeout":1.5}`, 400, "M_INVALID_PARAM"},
+		{"fractional timeout with an exponent", `{"device_keys":{},"timeout":1e-3}`, 400, "M_INVALID_PARAM"},
+		{"string timeout", `{"device_keys":{},"timeout":"1000"}`, 400, "M_INVALID_PARAM"},
 		{"too many entries", `{"device_keys":{"` + bob + `":["A","B","C"]}}`, 400, "M_INVALID_PARAM"},
 	}
 	for _, c := range cases {

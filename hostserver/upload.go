@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	gojson "github.com/goccy/go-json"
 	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver/store"
 	"github.com/labstack/echo/v4"
@@ -93,7 +92,8 @@ func ParseUpload(body []byte, id Identity) (store.Upload, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return up, nil
 	}
-	v, err := core.ParseValue(body)
+	// One pass reads the tree that is checked and the exact bytes of device_keys that are stored.
+	v, raw, err := core.ParseObjectRaw(body)
 	if err != nil {
 		return up, err
 	}
@@ -111,11 +111,7 @@ func ParseUpload(body []byte, id Identity) (store.Upload, error) {
 			if err := checkDeviceKeysShape(dk); err != nil {
 				return up, err
 			}
-			raw, err := rawMember(body, "device_keys")
-			if err != nil {
-				return up, err
-			}
-			up.DeviceKeys = raw
+			up.DeviceKeys = raw["device_keys"]
 		}
 	}
 	if up.OneTimeKeys, err = uploadedKeys(&v, "one_time_keys"); err != nil {
@@ -136,6 +132,7 @@ func ParseUpload(body []byte, id Identity) (store.Upload, error) {
 			byAlg[alg] = id
 		}
 	}
+	up.Checked = true // everything is checked and canonical: the store need not check again
 	return up, nil
 }
 
@@ -154,20 +151,6 @@ func checkDeviceKeysOwner(dk *core.Value, id Identity) error {
 		}
 	}
 	return nil
-}
-
-// rawMember returns the exact bytes of the member name of the JSON object body, which must
-// have been checked with core.ParseValue (valid, no duplicate keys).
-func rawMember(body []byte, name string) (json.RawMessage, error) {
-	var members map[string]json.RawMessage
-	if err := gojson.Unmarshal(body, &members); err != nil {
-		return nil, matrixErr(core.CodeBadJSON, "the request body could not be read")
-	}
-	raw, ok := members[name]
-	if !ok {
-		return nil, matrixErr(core.CodeBadJSON, name+" could not be read")
-	}
-	return raw, nil
 }
 
 // uploadedKeys reads one_time_keys or fallback_keys: an object of key ID to a key, which is a

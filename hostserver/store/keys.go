@@ -40,11 +40,12 @@ func (p preparedUpload) oneTimeKeyIDs() []string {
 }
 
 // prepareUpload validates an Upload and brings it into the form that is stored: key values
-// compacted, keys sorted, device keys kept byte for byte. Errors wrap ErrInvalidKey.
+// compacted, keys sorted, device keys kept byte for byte. Errors wrap ErrInvalidKey. An upload
+// the caller has Checked is not validated again: its values are taken as they are.
 func prepareUpload(up Upload) (preparedUpload, error) {
 	var p preparedUpload
 	if dk := bytes.TrimSpace(up.DeviceKeys); len(dk) > 0 && !bytes.Equal(dk, []byte("null")) {
-		if dk[0] != '{' || !json.Valid(dk) {
+		if !up.Checked && (dk[0] != '{' || !json.Valid(dk)) {
 			return preparedUpload{}, fmt.Errorf("%w: device_keys is not a JSON object", ErrInvalidKey)
 		}
 		// Byte for byte, including any surrounding whitespace the caller passed on.
@@ -52,10 +53,10 @@ func prepareUpload(up Upload) (preparedUpload, error) {
 	}
 
 	var err error
-	if p.oneTimeKeys, err = prepareKeys("one-time", up.OneTimeKeys); err != nil {
+	if p.oneTimeKeys, err = prepareKeys("one-time", up.OneTimeKeys, up.Checked); err != nil {
 		return preparedUpload{}, err
 	}
-	if p.fallbackKeys, err = prepareKeys("fallback", up.FallbackKeys); err != nil {
+	if p.fallbackKeys, err = prepareKeys("fallback", up.FallbackKeys, up.Checked); err != nil {
 		return preparedUpload{}, err
 	}
 	sort.SliceStable(p.fallbackKeys, func(i, j int) bool {
@@ -70,13 +71,19 @@ func prepareUpload(up Upload) (preparedUpload, error) {
 	return p, nil
 }
 
-// prepareKeys validates and compacts a key ID -> value map, sorted by key ID (byte order).
-func prepareKeys(kind string, keys map[string]json.RawMessage) ([]keyEntry, error) {
+// prepareKeys validates and compacts a key ID -> value map, sorted by key ID (byte order);
+// checked keys (Upload.Checked) are taken as they are.
+func prepareKeys(kind string, keys map[string]json.RawMessage, checked bool) ([]keyEntry, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
 	out := make([]keyEntry, 0, len(keys))
 	for keyID, raw := range keys {
+		if checked {
+			alg, _, _ := strings.Cut(keyID, ":")
+			out = append(out, keyEntry{keyID: keyID, algorithm: alg, value: raw})
+			continue
+		}
 		alg, err := algorithmOf(keyID)
 		if err != nil {
 			return nil, fmt.Errorf("%s key: %w", kind, err)

@@ -53,6 +53,11 @@ type Upload struct {
 	OneTimeKeys map[string]json.RawMessage
 	// FallbackKeys maps a key ID "alg:name" to its value; at most one per algorithm.
 	FallbackKeys map[string]json.RawMessage
+	// Checked says that the caller has validated the upload already (hostserver.ParseUpload:
+	// device_keys a JSON object, key IDs "alg:name" in UTF-8, key values canonical JSON, one
+	// fallback key per algorithm), so that the store stores it without reading it again. Only
+	// the order of the keys is still the store's to decide.
+	Checked bool
 }
 
 // Counts is one_time_key_counts: the number of unclaimed one-time keys per algorithm.

@@ -265,6 +265,20 @@ var conformanceCases = []conformanceCase{
 		}
 		equal(t, "counts", mustCounts(t, s, alice, "DEV"), Counts{sc: 1})
 	}},
+	{"upload/a Checked upload is stored as given, without reading it again", func(t *testing.T, s Store) {
+		// hostserver.ParseUpload has validated and canonicalised everything: the store keeps the
+		// bytes (here deliberately not compact, which an unchecked upload would compact).
+		dk := json.RawMessage(`{ "user_id" : "x" }`)
+		v := ` {"key":"1","signatures":{}} `
+		mustUpload(t, s, alice, "DEV", Upload{DeviceKeys: dk, OneTimeKeys: otks(`signed_curve25519:1=` + v), Checked: true})
+		got := mustClaim(t, s, Want{alice, "DEV", sc})
+		equal(t, "key bytes", string(got[0].Key), v)
+		q, err := s.QueryDevices(testCtx(t), map[string][]string{alice: {"DEV"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		equal(t, "device keys", string(q[alice]["DEV"]), string(dk))
+	}},
 	{"upload/key values are stored compacted", func(t *testing.T, s Store) {
 		mustUpload(t, s, alice, "DEV", Upload{OneTimeKeys: otks("signed_curve25519:1=\n\t" + signed("1") + "\n")})
 		got := mustClaim(t, s, Want{alice, "DEV", sc})
