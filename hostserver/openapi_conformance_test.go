@@ -211,6 +211,19 @@ func requireCoverage(t *testing.T, v *specconform.Validator, want []string) {
 	}
 }
 
+// deepCopyJSON copies a value decoded from JSON.
+func deepCopyJSON(v any) any {
+	data, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	var out any
+	if err := json.Unmarshal(data, &out); err != nil {
+		panic(err)
+	}
+	return out
+}
+
 // exampleTokens is the token file of the server named example.com that the spec's examples
 // address: @alice:example.com on device JLAFKJWSCS, with the display name of the spec's
 // /keys/query example.
@@ -274,7 +287,18 @@ func TestOpenAPISpecExamples(t *testing.T) {
 				if err := json.Unmarshal([]byte(r.body), &got); err != nil {
 					t.Fatal(err)
 				}
-				if w := want.(map[string]any)["device_keys"]; !reflect.DeepEqual(got["device_keys"], w) {
+				w := deepCopyJSON(want).(map[string]any)["device_keys"]
+				if c.prefix == ss {
+					// Over federation the display name stays home, as Synapse does by default
+					// (allow_device_name_lookup_over_federation: false); the unsigned
+					// property itself is still added, as the spec says and Synapse does.
+					for _, devs := range w.(map[string]any) {
+						for _, d := range devs.(map[string]any) {
+							delete(d.(map[string]any)["unsigned"].(map[string]any), "device_display_name")
+						}
+					}
+				}
+				if !reflect.DeepEqual(got["device_keys"], w) {
 					t.Errorf("%s%s: the answer's device_keys\n got  %v\n want %v (the spec's example)", c.prefix, c.path, got["device_keys"], w)
 				}
 			}

@@ -146,7 +146,7 @@ func completed(answer any, request string) any {
 	if json.Unmarshal([]byte(request), &req) != nil {
 		return answer
 	}
-	obj := deepCopy(answer).(map[string]any)
+	obj := deepCopyJSON(answer).(map[string]any)
 	failures, _ := obj["failures"].(map[string]any)
 	otk, _ := obj["one_time_keys"].(map[string]any)
 	for user, devices := range req.OneTimeKeys {
@@ -165,13 +165,6 @@ func completed(answer any, request string) any {
 		}
 	}
 	return obj
-}
-
-func deepCopy(v any) any {
-	data, _ := json.Marshal(v)
-	var out any
-	_ = json.Unmarshal(data, &out)
-	return out
 }
 
 // diffStep is one request of the sequence.
@@ -325,7 +318,7 @@ func TestSynapseDifferential(t *testing.T) {
 	}
 	// noCrossSigning leaves out Synapse's empty cross-signing maps (and only empty ones).
 	noCrossSigning := func(a diffAnswer) diffAnswer {
-		b := deepCopy(a.body).(map[string]any)
+		b := deepCopyJSON(a.body).(map[string]any)
 		for _, k := range []string{"master_keys", "self_signing_keys", "user_signing_keys"} {
 			if m, ok := b[k].(map[string]any); ok && len(m) == 0 {
 				delete(b, k)
@@ -336,7 +329,7 @@ func TestSynapseDifferential(t *testing.T) {
 	// counts replaces the signed_curve25519 count of an upload answer.
 	counts := func(n float64) func(diffAnswer) diffAnswer {
 		return func(a diffAnswer) diffAnswer {
-			b := deepCopy(a.body).(map[string]any)
+			b := deepCopyJSON(a.body).(map[string]any)
 			b["one_time_key_counts"].(map[string]any)["signed_curve25519"] = n
 			return diffAnswer{status: a.status, body: b}
 		}
@@ -401,7 +394,7 @@ func TestSynapseDifferential(t *testing.T) {
 			intended: "reuploaded-claimed-key", adjust: counts(0)},
 		{name: "claim B6 after the re-upload", as: A, path: claim, body: claimOf(ben, "B6"),
 			intended: "reuploaded-claimed-key", adjust: func(a diffAnswer) diffAnswer {
-				b := deepCopy(a.body).(map[string]any)
+				b := deepCopyJSON(a.body).(map[string]any)
 				delete(b["one_time_keys"].(map[string]any), uid(ben))
 				return diffAnswer{status: a.status, body: b}
 			}},
