@@ -165,10 +165,13 @@ func startConformServers(t *testing.T, v *specconform.Validator, mode string) *t
 	_ = dead.Close() // nobody listens there any more: connection refused
 	hs1, hs2 := startPairWith(t, sqliteBackend, func(cfg *hostserver.Config) {
 		cfg.Mode = mode
+		if mode == "msc4072-federation" {
+			cfg.Mode, cfg.FederationAnswers = "msc4072", "msc4072"
+		}
 		cfg.FederationResolve["dead.test"] = deadURL
 		cfg.MaxBodyBytes = 64 << 10
 		cfg.MaxPairs = 100
-	}, func(cfg *hostserver.Config) { cfg.Mode = mode })
+	}, func(cfg *hostserver.Config) { cfg.Mode = strings.TrimSuffix(mode, "-federation") })
 	conformClient(t, v, hs1)
 	conformClient(t, v, hs2)
 	setUpBob2(t, hs2)
@@ -178,7 +181,9 @@ func startConformServers(t *testing.T, v *specconform.Validator, mode string) *t
 // TestOpenAPIConformanceKeysServer runs the keys server scenario in each mode.
 func TestOpenAPIConformanceKeysServer(t *testing.T) {
 	v := specconform.Load(t).Fresh()
-	for _, mode := range []string{"msc4072", "legacy"} {
+	// "msc4072-federation" is msc4072 mode with --federation-answers msc4072: {} entries in
+	// the federation claim answers too.
+	for _, mode := range []string{"msc4072", "legacy", "msc4072-federation"} {
 		t.Run(mode, func(t *testing.T) {
 			hs1 := startConformServers(t, v, mode)
 			runSteps(t, hs1, keysServerSteps())
