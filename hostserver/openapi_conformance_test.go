@@ -2,10 +2,13 @@ package hostserver_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -229,6 +232,39 @@ func deepCopyJSON(v any) any {
 	return out
 }
 
+// firstDiff names the first place where two values decoded from JSON differ ("" if equal):
+// long answers are then quick to compare.
+func firstDiff(got, want any, path string) string {
+	if reflect.DeepEqual(got, want) {
+		return ""
+	}
+	g, gok := got.(map[string]any)
+	w, wok := want.(map[string]any)
+	if !gok || !wok {
+		return fmt.Sprintf("at %s: got %s, want %s", path, compact(got), compact(want))
+	}
+	for _, k := range slices.Sorted(maps.Keys(w)) {
+		if _, ok := g[k]; !ok {
+			return fmt.Sprintf("at %s: %q missing (want %s)", path, k, compact(w[k]))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(g)) {
+		if _, ok := w[k]; !ok {
+			return fmt.Sprintf("at %s: %q not wanted (got %s)", path, k, compact(g[k]))
+		}
+		if d := firstDiff(g[k], w[k], path+"/"+k); d != "" {
+			return d
+		}
+	}
+	return ""
+}
+
+// compact is a value as one line of JSON.
+func compact(v any) string {
+	data, _ := json.Marshal(v)
+	return string(data)
+}
+
 // exampleTokens is the token file of the server named example.com that the spec's examples
 // address: @alice:example.com on device JLAFKJWSCS, with the display name of the spec's
 // /keys/query example.
@@ -304,7 +340,7 @@ func TestOpenAPISpecExamples(t *testing.T) {
 					}
 				}
 				if !reflect.DeepEqual(got["device_keys"], w) {
-					t.Errorf("%s%s: the answer's device_keys\n got  %v\n want %v (the spec's example)", c.prefix, c.path, got["device_keys"], w)
+					t.Errorf("%s%s: the answer's device_keys differ from the spec's example %s", c.prefix, c.path, firstDiff(got["device_keys"], w, ""))
 				}
 			}
 			// The example claims the device the example upload gave two one-time keys: each

@@ -450,14 +450,9 @@ func TestSynapseDifferential(t *testing.T) {
 				if st.intended != "" {
 					what += fmt.Sprintf(", with the intended difference %q", st.intended)
 				}
-				t.Errorf("step %d %q: %s mode must answer as %s:\n keyclaim %d %s\n want     %d %s\n synapse  %d %s",
-					i, st.name, d.name, what, got.status, compact(got.body), w.status, compact(w.body), synA.status, synA.raw)
+				t.Errorf("step %d %q: %s mode must answer as %s: %s\n keyclaim %d %s\n want     %d %s\n synapse  %d %s",
+					i, st.name, d.name, what, firstDiff(got.body, w.body, ""), got.status, compact(got.body), w.status, compact(w.body), synA.status, synA.raw)
 			}
 		}
 	}
-}
-
-func compact(v any) string {
-	data, _ := json.Marshal(v)
-	return string(data)
 }
