@@ -165,6 +165,72 @@ type ClaimResponse struct {
 	pairs int             // the number of requested devices
 	// servers are the servers of the requested users, sorted, once asksServer has listed them.
 	servers []ServerName
+	// countDrops is set while a remote or upstream answer is read: entries left out are then
+	// counted (dropped, UserResult.dropped) for Tally.
+	countDrops bool
+	dropped    int // entries left out that belong to no requested user
+}
+
+// Tally is what a completed answer holds and what completion left out of the answers it read,
+// counted while completing (issue 13: a host's metrics need not read the answer again).
+type Tally struct {
+	// Claimed, NoKeys and ServerFailed count the requested devices by outcome, as ClassifyClaim
+	// classifies the answer: a key; {} or left out; a user of a server in failures.
+	Claimed, NoKeys, ServerFailed int
+	// Filled counts, in msc4072 mode, the requested devices answered {} that no remote or
+	// upstream answer read answered {} itself (they were left out, or answered unusably): the
+	// devices completion added. 0 in legacy mode, which leaves such devices out.
+	Filled int
+	// Dropped counts the entries of the remote and upstream answers read that the completed
+	// answer leaves out: users and devices not asked for, values that are not objects, keys not
+	// kept (another algorithm, not a key, or beyond the one kept per device), a user of a failed
+	// server (once, not its contents), and failures entries not kept (upstream). An entry is
+	// counted once, not its contents.
+	Dropped int
+}
+
+// Tally returns the counts of the completed answer (see [Tally]).
+func (r *ClaimResponse) Tally() Tally {
+	t := Tally{Dropped: r.dropped}
+	msc := r.Mode != ModeLegacy
+	for i := range r.Users {
+		u := &r.Users[i]
+		if u.Failed {
+			t.ServerFailed += len(u.Devices)
+			if u.seen && u.counted {
+				t.Dropped++ // read from an answer, then failed: the user's entry is dropped whole
+			}
+			continue
+		}
+		t.Dropped += u.dropped
+		for j := range u.Devices {
+			switch d := &u.Devices[j]; {
+			case d.Claimed:
+				t.Claimed++
+			default:
+				t.NoKeys++
+				if msc && !d.empty {
+					t.Filled++
+				}
+			}
+		}
+	}
+	return t
+}
+
+// AppendJSON appends the tally as {"claimed":N,"dropped":N,"filled":N,"no_keys":N,"server_failed":N}.
+func (t Tally) AppendJSON(buf []byte) []byte {
+	buf = append(buf, `{"claimed":`...)
+	buf = strconv.AppendInt(buf, int64(t.Claimed), 10)
+	buf = append(buf, `,"dropped":`...)
+	buf = strconv.AppendInt(buf, int64(t.Dropped), 10)
+	buf = append(buf, `,"filled":`...)
+	buf = strconv.AppendInt(buf, int64(t.Filled), 10)
+	buf = append(buf, `,"no_keys":`...)
+	buf = strconv.AppendInt(buf, int64(t.NoKeys), 10)
+	buf = append(buf, `,"server_failed":`...)
+	buf = strconv.AppendInt(buf, int64(t.ServerFailed), 10)
+	return append(buf, '}')
 }
 
 // UserResult is the answer for one requested user.
@@ -174,6 +240,8 @@ type UserResult struct {
 	Failed  bool
 	Devices []DeviceResult
 	seen    bool // the user was already read from the answer being walked
+	counted bool // seen in a remote or upstream answer (while countDrops)
+	dropped int  // entries of this user's answer left out (see Tally)
 }
 
 // DeviceResult is the answer for one requested device.
@@ -183,6 +251,7 @@ type DeviceResult struct {
 	Claimed   bool // Key holds the claimed key
 	Key       ClaimedKey
 	seen      bool
+	empty     bool // a remote or upstream answer gave {} for the device
 }
 
 // ServerFailure is one entry of the failures map.
@@ -358,6 +427,8 @@ func (r *ClaimResponse) readRemote(server ServerName, status int, body []byte) *
 			}
 			return errorf(CodeBadJSON, "one_time_keys is not an object")
 		}
+		r.countDrops = true
+		defer func() { r.countDrops = false }()
 		return r.readKeys(&d, func(u UserID) bool { return u.Server() == server })
 	})
 	if err == nil {
@@ -409,6 +480,9 @@ func (r *ClaimResponse) readKeys(d *decoder, mine func(UserID) bool) error {
 			next = ui + 1
 		}
 		if !ok || !mine(r.Users[ui].User) || r.Users[ui].Failed {
+			if r.countDrops {
+				r.dropped++
+			}
 			return d.skip()
 		}
 		u := &r.Users[ui]
@@ -416,13 +490,16 @@ func (r *ClaimResponse) readKeys(d *decoder, mine func(UserID) bool) error {
 			return errorf(CodeBadJSON, "duplicate key %s", quote(string(key)))
 		}
 		u.seen = true
+		u.counted = r.countDrops
 		if k, ok := d.kind(); !ok || k != KindObject {
+			r.drop(u)
 			return d.skip() // not an object: its devices stay unanswered ({})
 		}
 		nextDev := 0
 		return d.objectRaw(func(dev []byte) error {
 			di, ok := findDevice(u.Devices, dev, nextDev)
 			if !ok {
+				r.drop(u)
 				return d.skip()
 			}
 			nextDev = di + 1
@@ -432,11 +509,27 @@ func (r *ClaimResponse) readKeys(d *decoder, mine func(UserID) bool) error {
 			}
 			dr.seen = true
 			if k, ok := d.kind(); !ok || k != KindObject {
+				r.drop(u)
 				return d.skip()
 			}
-			return r.readDeviceKeys(d, dr)
+			n, err := r.readDeviceKeys(d, dr)
+			if r.countDrops {
+				dr.empty = n == 0
+				if dr.Claimed {
+					n-- // the key kept
+				}
+				u.dropped += n
+			}
+			return err
 		})
 	})
+}
+
+// drop counts an entry of u's answer left out, while countDrops.
+func (r *ClaimResponse) drop(u *UserResult) {
+	if r.countDrops {
+		u.dropped++
+	}
 }
 
 // findUser returns the index of the user key in users (sorted by user ID), trying hint first.
@@ -473,11 +566,12 @@ func findDevice(devs []DeviceResult, key []byte, hint int) (int, bool) {
 
 // readDeviceKeys reads one device's key map, keeping the valid key (IsKeyValue) of the requested
 // algorithm with the smallest key ID. A key whose text is already canonical is copied as it is;
-// any other is parsed, judged and re-encoded.
-func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) error {
+// any other is parsed, judged and re-encoded. n is the number of members of the map.
+func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) (n int, err error) {
 	var seen [4][]byte
 	ids := seen[:0] // key IDs of the requested algorithm seen so far, for duplicate detection
-	return d.objectRaw(func(id []byte) error {
+	err = d.objectRaw(func(id []byte) error {
+		n++
 		off := d.keyOff
 		// What ParseKeyID accepts, of the requested algorithm: "algorithm:name", both non-empty.
 		if i := bytes.IndexByte(id, ':'); i <= 0 || i == len(id)-1 || string(id[:i]) != string(dr.Algorithm) {
@@ -492,7 +586,7 @@ func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) error {
 		better := !dr.Claimed || string(id) < string(dr.Key.KeyID)
 		d.ws()
 		start := d.pos
-		n := len(r.arena)
+		at := len(r.arena)
 		if isKey, ok := d.canonicalValue(); ok {
 			if isKey && better {
 				if r.alias {
@@ -503,7 +597,7 @@ func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) error {
 					return nil
 				}
 				r.arena = append(r.arena, d.data[start:d.pos]...)
-				r.claim(dr, r.keyID(d, id, off), n)
+				r.claim(dr, r.keyID(d, id, off), at)
 			}
 			return nil
 		}
@@ -513,10 +607,11 @@ func (r *ClaimResponse) readDeviceKeys(d *decoder, dr *DeviceResult) error {
 		}
 		if IsKeyValue(&v) && better {
 			r.arena = v.AppendJSON(r.arena)
-			r.claim(dr, r.keyID(d, id, off), n)
+			r.claim(dr, r.keyID(d, id, off), at)
 		}
 		return nil
 	})
+	return n, err
 }
 
 // claim records the key appended to the arena from n on, with its ID, as dr's key.

@@ -370,9 +370,9 @@ func opPlanFanout(buf, input []byte) ([]byte, error) {
 }
 
 func opComplete(buf, input []byte, federation bool) ([]byte, error) {
-	what, allowed := "complete_client input", []string{"mode", "server_name", "request", "local", "remote"}
+	what, allowed := "complete_client input", []string{"mode", "server_name", "request", "local", "tally", "remote"}
 	if federation {
-		what, allowed = "complete_federation input", allowed[:4]
+		what, allowed = "complete_federation input", allowed[:5]
 	}
 	// The remote answers' bodies are decoded while the input is checked: one pass over them.
 	var bodies decodedBodies
@@ -382,6 +382,10 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 	}
 	// From here on every error goes through bodies.check: "local" may not be checked yet.
 	opts, req, err := f.completeOptions()
+	if err != nil {
+		return nil, bodies.check(input, err)
+	}
+	withTally, err := f.bool("tally")
 	if err != nil {
 		return nil, bodies.check(input, err)
 	}
@@ -429,7 +433,21 @@ func opComplete(buf, input []byte, federation bool) ([]byte, error) {
 			return remote[i].outcome, true
 		})
 	}
-	return resp.AppendJSON(buf), nil
+	return appendCompleted(buf, resp, withTally), nil
+}
+
+// appendCompleted appends the completed answer, or, when the input asked for the tally,
+// {"answer": <the answer>, "tally": {...}} (ClaimResponse.Tally): the answer's text is then
+// everything between the leading {"answer": and the last ,"tally": of the result.
+func appendCompleted(buf []byte, resp *ClaimResponse, withTally bool) []byte {
+	if !withTally {
+		return resp.AppendJSON(buf)
+	}
+	buf = append(buf, `{"answer":`...)
+	buf = resp.AppendJSON(buf)
+	buf = append(buf, `,"tally":`...)
+	buf = resp.Tally().AppendJSON(buf)
+	return append(buf, '}')
 }
 
 // serverOutcome is the outcome given for one server in the remote input of complete_client.
@@ -696,11 +714,15 @@ func opClassify(buf, input []byte) ([]byte, error) {
 // opCompleteUpstream: {"mode","server_name","request","body"|"body_base64"} → the completed
 // client answer (proxy mode).
 func opCompleteUpstream(buf, input []byte) ([]byte, error) {
-	f, err := readFields("complete_upstream input", input, "mode", "server_name", "request", "body", "body_base64")
+	f, err := readFields("complete_upstream input", input, "mode", "server_name", "request", "tally", "body", "body_base64")
 	if err != nil {
 		return nil, err
 	}
 	opts, req, err := f.completeOptions()
+	if err != nil {
+		return nil, err
+	}
+	withTally, err := f.bool("tally")
 	if err != nil {
 		return nil, err
 	}
@@ -712,7 +734,7 @@ func opCompleteUpstream(buf, input []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return resp.AppendJSON(buf), nil
+	return appendCompleted(buf, resp, withTally), nil
 }
 
 // completeOptions reads the fields every completion shares: "mode", "server_name" and

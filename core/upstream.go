@@ -22,6 +22,8 @@ import (
 // answers 502, never a half-answer.
 func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*ClaimResponse, error) {
 	resp := newResponse(req, opts.Mode, false)
+	resp.countDrops = true // every entry of the upstream's answer is counted for Tally
+	defer func() { resp.countDrops = false }()
 	var failed []ServerFailure
 	err := resp.readClientAnswer(body, "the upstream answer is not a JSON object", func(d *decoder, server string) error {
 		v, err := d.value()
@@ -30,6 +32,8 @@ func CompleteUpstream(req *ClaimRequest, body []byte, opts CompleteOptions) (*Cl
 		}
 		if ServerName(server) != opts.ServerName && resp.asksServer(ServerName(server)) {
 			failed = append(failed, ServerFailure{ServerName(server), upstreamFailure(&v)})
+		} else {
+			resp.dropped++ // our own server, or one nobody asked about
 		}
 		return nil
 	})

@@ -37,11 +37,11 @@ func (s *Server) handleClientClaim(c echo.Context) error {
 	remote := s.fanOut(ctx, s.fed.ClaimKeys, federation.ClaimRequests(plan.Remote), timeout)
 
 	mode := s.policy.ModeFor(c.Request().UserAgent())
-	out, err := s.engine.CompleteClient(ctx, req, local, remote, mode)
+	out, tally, err := s.engine.CompleteClient(ctx, req, local, remote, mode)
 	if err != nil {
 		return err
 	}
-	counts.add(s.countRemote(req, plan, remote, out))
+	counts.add(remoteCounts(tally, counts))
 	s.metrics.addClaims(counts)
 	s.metrics.addAnswer(endpointClient, mode)
 	return writeJSON(c, out)
@@ -124,44 +124,16 @@ func (s *Server) claimLocal(ctx context.Context, users []core.UserClaim) (core.L
 	return local, counts, nil
 }
 
-// countRemote tallies the outcomes of the devices of remote users. When every remote server
-// failed before answering (as without federation) the tally needs no parsing; otherwise the
-// completed answer is classified as a client would.
-func (s *Server) countRemote(req *core.ClaimRequest, plan *core.FanoutPlan, remote map[core.ServerName]core.RemoteOutcome, out []byte) claimCounts {
-	var counts claimCounts
-	answered := false
-	for i := range plan.Remote {
-		d := &plan.Remote[i]
-		if o := remote[d.Server]; o.Failure != nil {
-			for _, u := range d.Users {
-				counts.failed += len(u.Devices)
-			}
-		} else {
-			answered = true
-		}
+// remoteCounts returns the outcomes of the devices of remote users: the tally completion kept
+// of every requested device (claimed, no keys, server failed), less what the local devices gave
+// (local, from the store). The completed answer is not read again (issue 13). A remote key counts
+// as one_time_key (the answer does not say which kind it is).
+func remoteCounts(t core.Tally, local claimCounts) claimCounts {
+	return claimCounts{
+		oneTime: max(0, t.Claimed-local.oneTime-local.fallback),
+		empty:   max(0, t.NoKeys-local.empty),
+		failed:  t.ServerFailed, // our own server never fails
 	}
-	if !answered {
-		return counts
-	}
-	cls, err := core.ClassifyClaim(req, out)
-	if err != nil {
-		return counts
-	}
-	counts = claimCounts{}
-	for _, d := range cls.Devices {
-		if d.User.Server() == s.serverName {
-			continue
-		}
-		switch d.Outcome {
-		case core.OutcomeClaimed:
-			counts.oneTime++
-		case core.OutcomeNoKeys:
-			counts.empty++
-		case core.OutcomeServerFailed:
-			counts.failed++
-		}
-	}
-	return counts
 }
 
 func (c *claimCounts) add(o claimCounts) {

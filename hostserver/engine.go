@@ -18,8 +18,9 @@ type Engine interface {
 	// raw ?timeout= query value ("" when absent).
 	ParseClaim(ctx context.Context, flavour core.Flavour, body []byte, queryTimeout string) (*core.ClaimRequest, error)
 	// CompleteClient returns the body of the client claim response, shaped by mode (the
-	// server's --mode, or legacy for a client the compatibility policy names).
-	CompleteClient(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome, mode core.Mode) ([]byte, error)
+	// server's --mode, or legacy for a client the compatibility policy names), and the tally
+	// completion kept of it (the devices by outcome, for /metrics, without reading it again).
+	CompleteClient(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome, mode core.Mode) ([]byte, core.Tally, error)
 	// CompleteFederation returns the body of the federation claim response, shaped by mode
 	// (--federation-answers).
 	CompleteFederation(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, mode core.Mode) ([]byte, error)
@@ -54,9 +55,9 @@ func (e *NativeEngine) ParseClaim(_ context.Context, flavour core.Flavour, body 
 }
 
 // CompleteClient calls core.CompleteClient.
-func (e *NativeEngine) CompleteClient(_ context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome, mode core.Mode) ([]byte, error) {
+func (e *NativeEngine) CompleteClient(_ context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome, mode core.Mode) ([]byte, core.Tally, error) {
 	resp := core.CompleteClient(req, local, remote, core.CompleteOptions{Mode: mode, ServerName: e.opts.ServerName})
-	return resp.AppendJSON(make([]byte, 0, 64+128*req.Pairs())), nil
+	return resp.AppendJSON(make([]byte, 0, 64+128*req.Pairs())), resp.Tally(), nil
 }
 
 // CompleteFederation calls core.CompleteFederation.

@@ -31,7 +31,7 @@ func BenchmarkEngines(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					if _, err := e.CompleteClient(ctx, req, local, nil, core.ModeMSC4072); err != nil {
+					if _, _, err := e.CompleteClient(ctx, req, local, nil, core.ModeMSC4072); err != nil {
 						b.Fatal(err)
 					}
 				}

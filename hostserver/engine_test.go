@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver"
 )
 
@@ -54,6 +55,44 @@ func TestEnginesAgree(t *testing.T) {
 		}
 		if native.status == http.StatusInternalServerError {
 			t.Errorf("%s %q: 500", r.path, r.body)
+		}
+	}
+}
+
+// TestClaimMetricsFromTally: keyclaim_device_claims_total counts remote devices from the tally
+// completion kept (issue 13: the answer is not classified again), alike on both engines and in
+// both answer shapes: a remote key is one_time_key, a remote device left out or {} is empty, a
+// device of a failed server is failed; local devices are counted from the store.
+func TestClaimMetricsFromTally(t *testing.T) {
+	for _, engine := range []string{"native", "wasm"} {
+		for _, ua := range []string{"", "nio"} {
+			t.Run(engine+" "+ua, func(t *testing.T) {
+				fed := &scriptedFederation{claims: map[core.ServerName]core.RemoteOutcome{
+					"remote.test": {Status: 200, Body: []byte(`{"one_time_keys":{"@dave:remote.test":{"D1":{"signed_curve25519:K":"k"},"D2":{},"JUNK":{}},"@mallory:remote.test":{}}}`)},
+					"down.test":   {Status: 500, Body: []byte(`{}`)},
+				}}
+				ts := startServer(t, sqliteBackend, func(cfg *hostserver.Config) { cfg.Engine, cfg.Federation = engine, fed })
+				ts.ok(uploadPath, bobToken, `{"one_time_keys":{"signed_curve25519:A":`+key("A")+`},"fallback_keys":{"signed_curve25519:F":`+key("F")+`}}`)
+				body := `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519","BOBPHONE":"signed_curve25519"},"` +
+					`@dave:remote.test":{"D1":"signed_curve25519","D2":"signed_curve25519","D3":"signed_curve25519"},"@x:down.test":{"X1":"signed_curve25519","X2":"signed_curve25519"}}}`
+				for range 2 { // the second claim gets bob's fallback key
+					if r := ts.claimAs(ua, aliceToken, body); r.status != http.StatusOK {
+						t.Fatalf("claim: %d %s", r.status, r.body)
+					}
+				}
+				m := ts.metrics()
+				want := map[string]float64{
+					hostserver.OutcomeOneTimeKey: 1 + 2, // bob's A; dave's D1 twice
+					hostserver.OutcomeFallback:   1,     // bob's F
+					hostserver.OutcomeEmpty:      2 + 4, // BOBPHONE twice; D2 and D3 twice
+					hostserver.OutcomeFailed:     4,     // X1 and X2 twice
+				}
+				for outcome, n := range want {
+					if got := m[`keyclaim_device_claims_total{outcome="`+outcome+`"}`]; got != n {
+						t.Errorf("%s: %v, want %v", outcome, got, n)
+					}
+				}
+			})
 		}
 	}
 }

@@ -1,8 +1,10 @@
 package hostserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -93,8 +95,9 @@ func (e *WasmEngine) ParseClaim(ctx context.Context, flavour core.Flavour, body 
 }
 
 // CompleteClient runs complete_client in the module.
-func (e *WasmEngine) CompleteClient(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome, mode core.Mode) ([]byte, error) {
+func (e *WasmEngine) CompleteClient(ctx context.Context, req *core.ClaimRequest, local core.LocalResults, remote map[core.ServerName]core.RemoteOutcome, mode core.Mode) ([]byte, core.Tally, error) {
 	in := e.completeInput(req, local, mode)
+	in = append(in, `,"tally":true`...)
 	in = append(in, `,"remote":{`...)
 	first := true
 	for server, o := range remote {
@@ -107,7 +110,39 @@ func (e *WasmEngine) CompleteClient(ctx context.Context, req *core.ClaimRequest,
 		in = o.AppendJSON(in)
 	}
 	in = append(in, "}}"...)
-	return e.invoke(ctx, "complete_client", in)
+	out, err := e.invoke(ctx, "complete_client", in)
+	if err != nil {
+		return nil, core.Tally{}, err
+	}
+	answer, tally, err := splitTally(out)
+	if err != nil {
+		return nil, core.Tally{}, internalErr("decoding the module's answer", fmt.Errorf("wasm complete_client: %w", err))
+	}
+	return answer, tally, nil
+}
+
+// splitTally splits the result of a completion asked for its tally,
+// {"answer":ANSWER,"tally":{"claimed":N,...}} (canonical JSON, so the tally is last and holds
+// only fixed names and integers: its start is the last ,"tally":{ of the result), into the
+// answer's bytes and the tally.
+func splitTally(out []byte) ([]byte, core.Tally, error) {
+	const head, sep = `{"answer":`, `,"tally":{`
+	i := bytes.LastIndex(out, []byte(sep))
+	if !bytes.HasPrefix(out, []byte(head)) || i < len(head) || !bytes.HasSuffix(out, []byte("}")) {
+		return nil, core.Tally{}, fmt.Errorf("not an answer with its tally: %.200q", out)
+	}
+	var t struct {
+		Claimed      *int `json:"claimed"`
+		Dropped      *int `json:"dropped"`
+		Filled       *int `json:"filled"`
+		NoKeys       *int `json:"no_keys"`
+		ServerFailed *int `json:"server_failed"`
+	}
+	if err := json.Unmarshal(out[i+len(sep)-1:len(out)-1], &t); err != nil || t.Claimed == nil || t.Dropped == nil ||
+		t.Filled == nil || t.NoKeys == nil || t.ServerFailed == nil {
+		return nil, core.Tally{}, fmt.Errorf("the tally is not {claimed, dropped, filled, no_keys, server_failed}: %.200q (%v)", out[i:], err)
+	}
+	return out[len(head):i], core.Tally{Claimed: *t.Claimed, Dropped: *t.Dropped, Filled: *t.Filled, NoKeys: *t.NoKeys, ServerFailed: *t.ServerFailed}, nil
 }
 
 // CompleteFederation runs complete_federation in the module.

@@ -383,7 +383,8 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, req *core.Claim
 	obs.Result = ResultCompleted
 	obs.Shape = shape
 	if p.metrics != nil {
-		obs.Filled, obs.Dropped = tally(completed, answer)
+		t := completed.Tally() // counted by completion itself: the answer is not read again
+		obs.Filled, obs.Dropped = t.Filled, t.Dropped
 	}
 	writeJSON(w, http.StatusOK, completed.AppendJSON(nil))
 	return obs
