@@ -197,7 +197,22 @@ func TestOpenAPIConformanceKeysServer(t *testing.T) {
 			}
 		})
 	}
+	t.Run("federation off", func(t *testing.T) {
+		ts := startServer(t, sqliteBackend, func(cfg *hostserver.Config) {
+			cfg.FederationEnabled = false
+			cfg.Federation = nil
+		})
+		conformClient(t, v, ts)
+		runSteps(t, ts, []step{
+			{"key server", http.MethodGet, federation.KeyServerPath, "", "", 404},
+			{"federation claim", http.MethodPost, fedClaimPath, "", claimBody(bob, "BOBDEV"), 403},
+			{"federation query", http.MethodPost, fedQueryPath, "", `{"device_keys":{}}`, 403},
+			{"a remote user", http.MethodPost, claimPath + "?timeout=0", aliceToken, claimBody(bob2, "BOBDEV"), 200},
+			{"a remote user's keys", http.MethodPost, queryPath, aliceToken, `{"device_keys":{"` + bob2 + `":[]}}`, 200},
+		})
+	})
 	requireCoverage(t, v, []string{
+		"GET /server 404", "POST /user/keys/claim 403", "POST /user/keys/query 403",
 		"GET /versions 200", "GET /server 200",
 		"POST /keys/upload 200", "POST /keys/upload 400", "POST /keys/upload 401", "POST /keys/upload 413",
 		"POST /keys/query 200", "POST /keys/query 400", "POST /keys/query 401",
