@@ -146,9 +146,39 @@ func FuzzCompleteClient(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, status int) {
-		resp := core.CompleteClient(req, nil, map[core.ServerName]core.RemoteOutcome{"hs2": {Status: status, Body: body}}, core.CompleteOptions{ServerName: "hs1"})
-		checkComplete(t, req, resp.AppendJSON(nil), body)
+		for _, mode := range []core.Mode{core.ModeMSC4072, core.ModeLegacy} {
+			resp := core.CompleteClient(req, nil, map[core.ServerName]core.RemoteOutcome{"hs2": {Status: status, Body: body}}, core.CompleteOptions{Mode: mode, ServerName: "hs1"})
+			out := resp.AppendJSON(nil)
+			if mode == core.ModeMSC4072 {
+				checkComplete(t, req, out, body)
+			}
+			checkTally(t, req, resp.Tally(), out)
+		}
 	})
+}
+
+// checkTally checks that the outcome counts of a tally are what a client classifying the answer
+// finds (ClassifyClaim), and that the other counts are not negative.
+func checkTally(t *testing.T, req *core.ClaimRequest, got core.Tally, out []byte) {
+	t.Helper()
+	cls, err := core.ClassifyClaim(req, out)
+	if err != nil {
+		t.Fatalf("the completed answer cannot be classified: %v\n%s", err, out)
+	}
+	var want core.Tally
+	for _, d := range cls.Devices {
+		switch d.Outcome {
+		case core.OutcomeClaimed:
+			want.Claimed++
+		case core.OutcomeNoKeys:
+			want.NoKeys++
+		case core.OutcomeServerFailed:
+			want.ServerFailed++
+		}
+	}
+	if got.Claimed != want.Claimed || got.NoKeys != want.NoKeys || got.ServerFailed != want.ServerFailed || got.Filled < 0 || got.Dropped < 0 || got.Filled > got.NoKeys {
+		t.Fatalf("tally %+v, classification %+v\n%s", got, want, out)
+	}
 }
 
 // checkComplete checks the MSC4072 invariant on a completed client answer out to req.

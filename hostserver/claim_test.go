@@ -57,13 +57,13 @@ func TestClaimCompleteAnswers(t *testing.T) {
 		mode string
 		want string
 	}{
-		{"msc4072", `{"failures":{"remote.test":{"message":"federation is not configured on this server","status":503}},"one_time_keys":{` +
+		{"msc4072", `{"failures":{"remote.test":{"message":"federation is off on this server","status":503}},"one_time_keys":{` +
 			`"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `},"BOBPHONE":{},"NOSUCHDEV":{}},` +
 			`"` + carol + `":{"CAROLDEV":{}},` +
 			`"@empty:` + serverName + `":{},` +
 			`"@frank:other.test":{},` +
 			`"@nobody:` + serverName + `":{"X":{}}}}`},
-		{"legacy", `{"failures":{"remote.test":{"message":"federation is not configured on this server","status":503}},"one_time_keys":{` +
+		{"legacy", `{"failures":{"remote.test":{"message":"federation is off on this server","status":503}},"one_time_keys":{` +
 			`"` + bob + `":{"BOBDEV":{"signed_curve25519:A":` + key("A") + `}}}}`},
 	}
 	forEachStore(t, func(t *testing.T, b backend) {
@@ -324,7 +324,7 @@ func TestFederationClaim(t *testing.T) {
 }
 
 // TestFederationOffSaysSo: with federation off, a remote user's server fails with "federation is
-// not configured on this server" (503) whatever the client's timeout, 0 included, on the claim
+// off on this server" (503) whatever the client's timeout, 0 included, on the claim
 // and the query endpoint; not with a timeout message (issue 14, fix 5).
 func TestFederationOffSaysSo(t *testing.T) {
 	for _, name := range []string{"NoFederation", "--federation=false"} {

@@ -41,7 +41,7 @@ func TestClientCompatibilityPolicy(t *testing.T) {
 	// (no federation in the harness).
 	req := `{"one_time_keys":{"` + bob + `":{"BOBDEV":"signed_curve25519","BOBPHONE":"signed_curve25519"},"` +
 		carol + `":{"CAROLDEV":"signed_curve25519"},"@empty:` + serverName + `":{},"` + remoteUser + `":{"D1":"signed_curve25519"}},"timeout":1000}`
-	failures := `{"remote.test":{"message":"federation is not configured on this server","status":503}}`
+	failures := `{"remote.test":{"message":"federation is off on this server","status":503}}`
 	complete := func(k string) string {
 		return `{"failures":` + failures + `,"one_time_keys":{"` + bob + `":{"BOBDEV":{"signed_curve25519:` + k + `":` + key(k) + `},"BOBPHONE":{}},"` +
 			carol + `":{"CAROLDEV":{}},"@empty:` + serverName + `":{}}}`

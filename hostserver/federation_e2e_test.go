@@ -456,7 +456,7 @@ func TestFederationOff(t *testing.T) {
 	wantError(t, "federation claim", ts.post(fedClaimPath, "", claimBody(bob, "BOBDEV")), http.StatusForbidden, "M_FORBIDDEN")
 	wantError(t, "federation query", ts.post(fedQueryPath, "", `{"device_keys":{}}`), http.StatusForbidden, "M_FORBIDDEN")
 	wantBody(t, "remote claim", ts.ok(claimPath, aliceToken, claimBody(bob2, "BOBDEV")),
-		`{"failures":{"hs2.test":{"message":"federation is not configured on this server","status":503}},"one_time_keys":{}}`)
+		`{"failures":{"hs2.test":{"message":"federation is off on this server","status":503}},"one_time_keys":{}}`)
 }
 
 // claimRequest is the one_time_keys of a claim request: user, device, algorithm.

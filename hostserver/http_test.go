@@ -208,7 +208,7 @@ func TestStoreFailures(t *testing.T) {
 	}
 	// A claim that needs no store access still works.
 	wantBody(t, "remote-only claim", ts.ok(claimPath, aliceToken, claimBody(remoteUser, "D")),
-		`{"failures":{"remote.test":{"message":"federation is not configured on this server","status":503}},"one_time_keys":{}}`)
+		`{"failures":{"remote.test":{"message":"federation is off on this server","status":503}},"one_time_keys":{}}`)
 }
 
 func TestPanicsAreRecovered(t *testing.T) {

@@ -35,7 +35,7 @@ func TestQuery(t *testing.T) {
 			{"every requested local user appears", `{"device_keys":{"` + carol + `":[],"@nobody:` + serverName + `":[],"` + alice + `":[],"` + bob + `":["NOSUCH"]}}`,
 				`{"device_keys":{"` + alice + `":{},"` + bob + `":{},"` + carol + `":{"CAROLDEV":` + dkCarol + `},"@nobody:` + serverName + `":{}},"failures":{}}`},
 			{"remote users are failures of their server only", `{"device_keys":{"` + remoteUser + `":[],"@erin:remote.test":["E"],"` + carol + `":[]},"timeout":1000}`,
-				`{"device_keys":{"` + carol + `":{"CAROLDEV":` + dkCarol + `}},"failures":{"remote.test":{"message":"federation is not configured on this server","status":503}}}`},
+				`{"device_keys":{"` + carol + `":{"CAROLDEV":` + dkCarol + `}},"failures":{"remote.test":{"message":"federation is off on this server","status":503}}}`},
 			{"empty query", `{"device_keys":{}}`, `{"device_keys":{},"failures":{}}`},
 			{"repeated device IDs", `{"device_keys":{"` + bob + `":["BOBDEV","BOBDEV"]}}`,
 				`{"device_keys":{"` + bob + `":{"BOBDEV":` + dkBob + `}},"failures":{}}`},

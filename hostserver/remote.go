@@ -36,12 +36,12 @@ type RemoteQuerier interface {
 }
 
 // NoFederation is the Federation of a server without federation (--federation=false, or tests
-// that must not reach the network): every remote server fails with 503 "federation is not
-// configured on this server".
+// that must not reach the network): every remote server fails with 503 "federation is off on
+// this server".
 type NoFederation struct{}
 
 // NoFederationMessage is the failure message of [NoFederation].
-const NoFederationMessage = "federation is not configured on this server"
+const NoFederationMessage = "federation is off on this server"
 
 func noFederation() core.RemoteOutcome {
 	return core.RemoteOutcome{Failure: &core.Failure{Status: 503, Message: NoFederationMessage}}
