@@ -24,7 +24,7 @@ WASMBUILD := GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -
 # Then its jumps are rewritten to run faster, meaning unchanged (wasm/jumpthread; DESIGN.md).
 JUMPTHREAD := $(GO) run ./wasm/jumpthread
 
-.PHONY: help build wasm test test-go test-ts test-python bench-python test-rust bench-rust package-rust test-client test-compat test-synapse test-web bench bench-ts bench-server bench-synapse bench-web run lint check fuzz clean web playground
+.PHONY: help build wasm test test-go test-openapi test-ts test-python bench-python test-rust bench-rust package-rust test-client test-compat test-synapse test-web bench bench-ts bench-server bench-synapse bench-web run lint check fuzz clean web playground
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,9 @@ test-go: wasm ## the Go tests of every package, then the server suite through th
 		echo "== the keys server suite again through the WebAssembly engine" && \
 		KEYCLAIM_TEST_ENGINE=wasm $(GO) test -count=1 ./hostserver/
 	@echo "make test-go: all Go tests passed"
+
+test-openapi: ## the OpenAPI conformance suites alone (also part of test-go): answers checked against ../shared/matrix-spec
+	$(GO) test -count=1 -run 'OpenAPI|Validator|RequestExamples' ./hostserver/ ./hostserver/internal/specconform/
 
 test-ts: wasm ## the npm package keyclaim (bindings/ts): build, npm pack, install into var/ts-test, every vector on Node.js and in Chromium (apt-get installs chromium if absent)
 	bash bindings/ts/scripts/test.sh

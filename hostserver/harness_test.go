@@ -189,7 +189,7 @@ func startServerOn(t *testing.T, b backend, ln net.Listener, edit func(cfg *host
 			t.Errorf("Shutdown: %v", err)
 		}
 	})
-	return &testServer{
+	ts := &testServer{
 		t:      t,
 		srv:    srv,
 		name:   cfg.ServerName,
@@ -198,6 +198,8 @@ func startServerOn(t *testing.T, b backend, ln net.Listener, edit func(cfg *host
 		client: &http.Client{Timeout: 30 * time.Second},
 		origin: origin,
 	}
+	checkAgainstSpec(t, ts) // every answer to a spec endpoint, in every test (openapi_conformance_test.go)
+	return ts
 }
 
 // originName is the server name of the harness's origin server, the remote server that sends

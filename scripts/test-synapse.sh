@@ -4,8 +4,10 @@
 # Installs matrix-synapse into a virtual environment under ./var/synapse-venv (kept between runs),
 # starts it on 127.0.0.1 with SQLite and a fresh data directory under ./var/synapse-test,
 # registers alice and bob, logs bob in on three devices, uploads device keys and one-time keys for
-# BOBDEV, a fallback key for BOBPHONE and nothing for BOBTAB, then runs the Go test
-# hostserver/proxy/synapse_test.go (build tag synapse), which puts the proxy in front of Synapse.
+# BOBDEV, a fallback key for BOBPHONE and nothing for BOBTAB, then runs the Go tests (build tag
+# synapse) hostserver/proxy/synapse_test.go, which puts the proxy in front of Synapse, and
+# hostserver/synapse_diff_test.go, which sends the same uploads, claims and queries to Synapse
+# and to the keys server in each mode and compares the answers (issue 14).
 # Synapse is stopped when the script ends, however it ends. Running it again starts afresh.
 #
 # Where the package index cannot be reached (and Synapse is not installed yet) it says so and
@@ -235,12 +237,14 @@ export KEYCLAIM_SYNAPSE_URL=$BASE
 export KEYCLAIM_SYNAPSE_STATE=$DATA/state.json
 KEYCLAIM_SYNAPSE_ALICE_TOKEN=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["alice_token"])' "$DATA/state.json")
 export KEYCLAIM_SYNAPSE_ALICE_TOKEN
+# The differential test (hostserver/synapse_diff_test.go) registers its own users.
+export KEYCLAIM_SYNAPSE_SHARED_SECRET=$SECRET
 status=0
-"$GO" test -tags synapse -count=1 -run '^TestSynapse' -v ./hostserver/proxy/ 2>&1 | tee "$DATA/go-test.log" || status=$?
+"$GO" test -tags synapse -count=1 -run '^TestSynapse' -v ./hostserver/proxy/ ./hostserver/ 2>&1 | tee "$DATA/go-test.log" || status=$?
 if [ "$status" -ne 0 ]; then
 	fail "the Go test failed (exit $status)"
 fi
-if ! grep -q '^--- PASS: TestSynapse' "$DATA/go-test.log"; then
-	fail "the Go test did not run"
-fi
+for test in TestSynapse TestSynapseDifferential; do
+	grep -q "^--- PASS: $test " "$DATA/go-test.log" || fail "$test did not run"
+done
 say "passed in $(($(date +%s) - START)) s"

@@ -148,7 +148,7 @@ var client = &http.Client{Timeout: 30 * time.Second}
 // send sends a request to the proxy; auth "" sends no Authorization header.
 func send(t *testing.T, method, target, auth, body string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, target, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(specTest(t), method, target, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
