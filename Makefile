@@ -138,7 +138,7 @@ test-compat: build ## the client compatibility matrix: matrix-nio, mautrix-pytho
 	bash clienttest/compat/install.sh
 	$(GO) test -tags compat -count=1 ./clienttest/compat/
 
-bench: wasm ## run the benchmarks (core, wasm host, engines, store, the TypeScript package on Node.js and Chromium, the Python package, then the server load driver)
+bench: wasm ## run the benchmarks (core, wasm host, engines, store, the TypeScript package on Node.js and Chromium, the Python and Rust packages, then the server load driver)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./core/ ./bindings/go/ ./hostserver/ ./hostserver/store/
 	$(MAKE) bench-ts
 	$(MAKE) bench-python
@@ -151,7 +151,7 @@ bench-ts: wasm ## complete_client through the TypeScript package, typed vs raw i
 bench-server: build ## load-test dist/keyclaim-server on loopback (native and wasm engines)
 	$(GO) run ./bench/loaddriver --server-binary $(SERVER) --engine native,wasm
 
-test-synapse: wasm ## proxy mode in front of a real Synapse (installs matrix-synapse in ./var/synapse-venv)
+test-synapse: wasm ## proxy mode in front of a real Synapse and the differential test against it (installs matrix-synapse in ./var/synapse-venv)
 	bash scripts/test-synapse.sh
 
 bench-synapse: wasm ## the load driver against a real Synapse and keyclaim, same workload, side by side
