@@ -229,7 +229,7 @@ func LoadConfig(args []string, lookupEnv func(string) (string, bool), usage io.W
 	fs.StringVar(&cfg.DB, "db", cfg.DB, "key store: sqlite:PATH or postgres://...")
 	fs.StringVar(&cfg.Tokens, "tokens", cfg.Tokens, "static access token file (JSON {token: {user_id, device_id}}), reloaded on SIGHUP")
 	fs.StringVar(&cfg.Mode, "mode", cfg.Mode, "claim answers: msc4072 (complete) or legacy (spec v1.19)")
-	fs.StringVar(&cfg.LegacyUserAgents, "legacy-user-agents", cfg.LegacyUserAgents, "client compatibility: in msc4072 mode, answer client claims legacy-shaped (no {} entries) to clients whose User-Agent matches this regular expression (Go RE2 syntax; the default matches matrix-nio, which crashes on {}; empty: none), here and in proxy mode")
+	fs.StringVar(&cfg.LegacyUserAgents, "legacy-user-agents", cfg.LegacyUserAgents, "client compatibility: in msc4072 mode, answer client claims legacy-shaped (no {} entries) to clients whose User-Agent matches this regular expression (Go RE2 syntax; the default matches matrix-nio and mautrix-python, which crash on {}; empty: none), here and in proxy mode")
 	fs.StringVar(&cfg.FederationAnswers, "federation-answers", cfg.FederationAnswers, "shape of inbound federation claim answers: legacy (devices without a key left out; a requesting server completes its own client's answer) or msc4072 ({} entries)")
 	fs.StringVar(&cfg.Engine, "engine", cfg.Engine, "claim engine: native or wasm")
 	fs.StringVar(&cfg.WasmModule, "wasm-module", cfg.WasmModule, "WebAssembly module for --engine wasm, such as dist/keyclaim.wasm (default: the module embedded at build time)")
