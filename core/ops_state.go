@@ -45,20 +45,86 @@ func opSelectKeys(buf, input []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf = append(buf, `{"inventory":`...)
-	results := make([]LocalResults, len(reqs))
-	for i, req := range reqs {
-		results[i] = inv.Claim(req.Users)
+	// The claims of every request, in request order, one entry per requested device: a flat
+	// list rather than a map per user (a request names each user and device once).
+	n := 0
+	for _, req := range reqs {
+		n += req.Pairs()
 	}
+	claimed := make([]claimedKey, 0, n)
+	for _, req := range reqs {
+		for _, u := range req.Users {
+			devs := inv[u.User]
+			for _, d := range u.Devices {
+				var c claimedKey
+				if di := devs[d.Device]; di != nil {
+					c.ClaimedKey, c.ok = di.Claim(d.Algorithm)
+				}
+				claimed = append(claimed, c)
+			}
+		}
+	}
+	buf = append(buf, `{"inventory":`...)
 	buf = inv.appendJSON(buf)
 	buf = append(buf, `,"results":[`...)
 	for i, req := range reqs {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = results[i].AppendJSON(buf, req)
+		buf = appendClaimed(buf, req, claimed)
+		claimed = claimed[req.Pairs():]
 	}
 	return append(buf, "]}"...), nil
+}
+
+// claimedKey is the outcome of one requested device: its key, if ok.
+type claimedKey struct {
+	ClaimedKey
+	ok bool
+}
+
+// appendClaimed is [LocalResults.AppendJSON] for the claims of req, one per requested device in
+// request order.
+func appendClaimed(buf []byte, req *ClaimRequest, claimed []claimedKey) []byte {
+	buf = append(buf, '{')
+	firstUser := true
+	for _, u := range req.Users {
+		keys := claimed[:len(u.Devices)]
+		claimed = claimed[len(u.Devices):]
+		first := true
+		for i, d := range u.Devices {
+			k := &keys[i]
+			if !k.ok {
+				continue
+			}
+			if first {
+				if !firstUser {
+					buf = append(buf, ',')
+				}
+				firstUser = false
+				buf = appendString(buf, string(u.User))
+				buf = append(buf, ":{"...)
+			} else {
+				buf = append(buf, ',')
+			}
+			first = false
+			buf = appendDeviceKey(buf, d.Device, k.ClaimedKey)
+		}
+		if !first {
+			buf = append(buf, '}')
+		}
+	}
+	return append(buf, '}')
+}
+
+// appendDeviceKey appends "device":{"key_id":key}.
+func appendDeviceKey(buf []byte, dev DeviceID, k ClaimedKey) []byte {
+	buf = appendString(buf, string(dev))
+	buf = append(buf, ":{"...)
+	buf = appendString(buf, string(k.KeyID))
+	buf = append(buf, ':')
+	buf = append(buf, k.Key...)
+	return append(buf, '}')
 }
 
 // AppendJSON appends {user: {device: {key_id: key}}} for the devices of req that gave a key,
@@ -87,12 +153,7 @@ func (res LocalResults) AppendJSON(buf []byte, req *ClaimRequest) []byte {
 				buf = append(buf, ',')
 			}
 			first = false
-			buf = appendString(buf, string(d.Device))
-			buf = append(buf, ":{"...)
-			buf = appendString(buf, string(k.KeyID))
-			buf = append(buf, ':')
-			buf = append(buf, k.Key...)
-			buf = append(buf, '}')
+			buf = appendDeviceKey(buf, d.Device, k)
 		}
 		buf = append(buf, '}')
 	}
@@ -100,8 +161,178 @@ func (res LocalResults) AppendJSON(buf []byte, req *ClaimRequest) []byte {
 }
 
 // readInventory reads {user: {device: {"one_time_keys": [{"key_id","batch","key"}],
-// "fallback_keys": [{"key_id","key","used"}]}}}.
+// "fallback_keys": [{"key_id","key","used"}]}}}: in one pass straight into the inventory when
+// the input is valid and its keys canonical (the rule), else with readInventoryChecked, which
+// finds the error that input has and says it as it always did.
 func readInventory(raw []byte) (Inventory, error) {
+	if inv, ok := readInventoryFlat(raw); ok {
+		return inv, nil
+	}
+	return readInventoryChecked(raw)
+}
+
+// errNotFlat stops readInventoryFlat: the input needs readInventoryChecked.
+var errNotFlat = &Error{Code: CodeBadJSON, Message: "not flat"}
+
+// readInventoryFlat reads the inventory in one pass over its text, without a value tree: names
+// are substrings of one copy of the text, key values (canonical JSON, checked by
+// canonicalValue) are slices of raw, devices and keys come from shared slabs. ok is false,
+// and the result is to be thrown away, for anything but a valid inventory whose key values
+// are canonical: an error, an escape in a member name, a key to canonicalise. When ok is
+// true the inventory is the one readInventoryChecked would return.
+func readInventoryFlat(raw []byte) (inv Inventory, ok bool) {
+	d := decoder{data: raw}
+	d.shareStrings()
+	name := func(key []byte) string {
+		if d.keyOff < 0 {
+			return string(key)
+		}
+		return d.src[d.keyOff : d.keyOff+len(key)]
+	}
+	inv = Inventory{}
+	var devSlab []DeviceInventory
+	var otkSlab []OneTimeKey
+	var fbSlab []FallbackKey
+	// key reads one item of one_time_keys (oneTime) or fallback_keys into the slabs.
+	key := func(oneTime bool) error {
+		if d.ws() != '{' {
+			return errNotFlat
+		}
+		var kid KeyID
+		var value []byte
+		var batch int64
+		var used, hasID, hasKey, hasBatch, hasUsed bool
+		err := d.objectRaw(func(m []byte) error {
+			d.ws()
+			switch {
+			case string(m) == "key_id" && !hasID:
+				s, off, err := d.strBytes()
+				if err != nil {
+					return errNotFlat
+				}
+				id := string(s)
+				if off >= 0 {
+					id = d.src[off : off+len(s)]
+				}
+				if kid, err = ParseKeyID(id); err != nil {
+					return errNotFlat
+				}
+				hasID = true
+			case string(m) == "key" && !hasKey:
+				start := d.pos
+				if isKey, ok := d.canonicalValue(); !ok || !isKey {
+					return errNotFlat
+				}
+				value, hasKey = raw[start:d.pos:d.pos], true
+			case string(m) == "batch" && oneTime && !hasBatch:
+				if c := d.ws(); c < '0' || c > '9' {
+					return errNotFlat
+				}
+				lit, err := d.number()
+				if err != nil || !isInteger(lit) {
+					return errNotFlat
+				}
+				batch, _ = parseMillis(lit)
+				hasBatch = true
+			case string(m) == "used" && !oneTime && !hasUsed:
+				switch d.ws() {
+				case 't':
+					used = true
+					if d.literal("true") != nil {
+						return errNotFlat
+					}
+				case 'f':
+					if d.literal("false") != nil {
+						return errNotFlat
+					}
+				default:
+					return errNotFlat
+				}
+				hasUsed = true
+			default:
+				return errNotFlat
+			}
+			return nil
+		})
+		if err != nil || !hasID || !hasKey || oneTime && !hasBatch {
+			return errNotFlat
+		}
+		if oneTime {
+			otkSlab = append(otkSlab, OneTimeKey{KeyID: kid, Batch: batch, Key: value})
+		} else {
+			fbSlab = append(fbSlab, FallbackKey{KeyID: kid, Key: value, Used: used})
+		}
+		return nil
+	}
+	// keys reads the array of one_time_keys (oneTime) or fallback_keys.
+	keys := func(oneTime bool) error {
+		if d.ws() != '[' || d.array(func() error { return key(oneTime) }) != nil {
+			return errNotFlat
+		}
+		return nil
+	}
+	err := d.objectRaw(func(ukey []byte) error {
+		uid, err := ParseUserID(name(ukey))
+		if err != nil {
+			return errNotFlat
+		}
+		if _, dup := inv[uid]; dup || d.ws() != '{' {
+			return errNotFlat
+		}
+		devs := map[DeviceID]*DeviceInventory{}
+		inv[uid] = devs
+		return d.objectRaw(func(dkey []byte) error {
+			dev := DeviceID(name(dkey))
+			if _, dup := devs[dev]; dup || d.ws() != '{' {
+				return errNotFlat
+			}
+			if len(devSlab) == cap(devSlab) {
+				devSlab = make([]DeviceInventory, 0, 64)
+			}
+			devSlab = append(devSlab, DeviceInventory{})
+			di := &devSlab[len(devSlab)-1]
+			devs[dev] = di
+			var hasOTK, hasFB bool
+			return d.objectRaw(func(m []byte) error {
+				switch {
+				case string(m) == "one_time_keys" && !hasOTK:
+					hasOTK = true
+					start := len(otkSlab)
+					if err := keys(true); err != nil {
+						return err
+					}
+					di.OneTimeKeys = otkSlab[start:len(otkSlab):len(otkSlab)]
+				case string(m) == "fallback_keys" && !hasFB:
+					hasFB = true
+					start := len(fbSlab)
+					if err := keys(false); err != nil {
+						return err
+					}
+					fbs := fbSlab[start:len(fbSlab):len(fbSlab)]
+					for i := range fbs {
+						for j := range i {
+							if fbs[i].KeyID.Algorithm() == fbs[j].KeyID.Algorithm() {
+								return errNotFlat
+							}
+						}
+					}
+					di.FallbackKeys = fbs
+				default:
+					return errNotFlat
+				}
+				return nil
+			})
+		})
+	})
+	if err != nil || d.end() != nil {
+		return nil, false
+	}
+	return inv, true
+}
+
+// readInventoryChecked is readInventory for any input: it reads every level into fields and
+// values, checking as it goes, and returns the first error in that order.
+func readInventoryChecked(raw []byte) (Inventory, error) {
 	users, err := readFields("inventory", raw)
 	if err != nil {
 		return nil, err
@@ -209,7 +440,8 @@ func readInventoryKey(what string, item Value, oneTime bool) (ClaimedKey, int64,
 	return ClaimedKey{KeyID: kid, Key: kv.AppendJSON(nil)}, batch, used, nil
 }
 
-// appendJSON appends the inventory in the form readInventory reads, canonically ordered.
+// appendJSON appends the inventory in the form readInventory reads, canonically ordered. It
+// sorts each device's keys in place.
 func (inv Inventory) appendJSON(buf []byte) []byte {
 	users := make([]UserID, 0, len(inv))
 	for u := range inv {
@@ -235,7 +467,8 @@ func (inv Inventory) appendJSON(buf []byte) []byte {
 			di := inv[u][d]
 			buf = appendString(buf, string(d))
 			buf = append(buf, `:{"fallback_keys":[`...)
-			fbs := slices.Clone(di.FallbackKeys)
+			// Sorted in place: the inventory is written once, after its claims.
+			fbs := di.FallbackKeys
 			slices.SortFunc(fbs, func(a, b FallbackKey) int { return strings.Compare(string(a.KeyID), string(b.KeyID)) })
 			for k, fb := range fbs {
 				if k > 0 {
@@ -254,7 +487,7 @@ func (inv Inventory) appendJSON(buf []byte) []byte {
 				buf = append(buf, '}')
 			}
 			buf = append(buf, `],"one_time_keys":[`...)
-			otks := slices.Clone(di.OneTimeKeys)
+			otks := di.OneTimeKeys
 			slices.SortFunc(otks, CompareOneTimeKeys)
 			for k, otk := range otks {
 				if k > 0 {
