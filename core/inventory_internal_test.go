@@ -7,6 +7,14 @@ import (
 	"testing"
 )
 
+// readInventoryFlat is inventoryFlat for an inventory on its own.
+func readInventoryFlat(raw []byte) (flatInventory, bool) {
+	d := decoder{data: raw}
+	d.shareStrings()
+	inv, err := d.inventoryFlat()
+	return inv, err == nil && d.end() == nil
+}
+
 // FuzzReadInventoryFlat: the one-pass inventory reader either declines or returns exactly the
 // inventory the checked reader returns (which also says the errors); the seeds are the
 // inventories of the select_keys vectors and a few near misses of each rule.
@@ -57,6 +65,32 @@ func FuzzReadInventoryFlat(f *testing.F) {
 		}
 		if err != nil {
 			t.Fatalf("flat reader accepted what the checked reader rejects: %v", err)
+		}
+		if a, b := flat.appendJSON(nil), checked.flat().appendJSON(nil); !bytes.Equal(a, b) {
+			t.Fatalf("flat %s\nchecked %s", a, b)
+		}
+	})
+}
+
+// FuzzReadSelectKeysFlat: the one-pass reader of select_keys' whole input either declines or
+// reads the inventory and requests the checked reader reads.
+func FuzzReadSelectKeysFlat(f *testing.F) {
+	f.Add([]byte(`{"inventory":{"@a:hs":{"D":{"one_time_keys":[{"key_id":"s:A","batch":2,"key":"k"}]}}},"requests":[{"one_time_keys":{"@a:hs":{"D":"s"}}}]}`))
+	f.Add([]byte(`{"requests":[],"inventory":{}}`))
+	f.Add([]byte(`{"inventory":{}}`))
+	f.Add([]byte(`{"inventory":{},"requests":[],"requests":[]}`))
+	f.Add([]byte(`{"inventory":{},"requests":[],"other":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		flat, reqs, ok := readSelectKeysFlat(data)
+		checked, creqs, err := readSelectKeysChecked(data)
+		if !ok {
+			return
+		}
+		if err != nil {
+			t.Fatalf("flat reader accepted what the checked reader rejects: %v", err)
+		}
+		if !bytes.Equal(reqs, creqs) {
+			t.Fatalf("requests: flat %q, checked %q", reqs, creqs)
 		}
 		if a, b := flat.appendJSON(nil), checked.appendJSON(nil); !bytes.Equal(a, b) {
 			t.Fatalf("flat %s\nchecked %s", a, b)

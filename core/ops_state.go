@@ -9,26 +9,19 @@ import (
 // retry tracker.
 
 func opSelectKeys(buf, input []byte) ([]byte, error) {
-	f, err := readFields("select_keys input", input, "inventory", "requests")
-	if err != nil {
-		return nil, err
-	}
-	inv := Inventory{}
-	if raw, ok := f.get("inventory"); ok {
-		if inv, err = readInventory(raw); err != nil {
+	inv, raw, ok := readSelectKeysFlat(input)
+	if !ok {
+		var err error
+		if inv, raw, err = readSelectKeysChecked(input); err != nil {
 			return nil, err
 		}
-	}
-	raw, ok := f.get("requests")
-	if !ok {
-		return nil, errorf(CodeBadJSON, "requests is required")
 	}
 	var reqs []*ClaimRequest
 	d := decoder{data: raw}
 	if k, ok := d.kind(); !ok || k != KindArray {
 		return nil, errorf(CodeBadJSON, "requests must be an array of claim requests")
 	}
-	err = d.array(func() error {
+	err := d.array(func() error {
 		d.ws()
 		start := d.pos
 		if err := d.skip(); err != nil {
@@ -54,10 +47,10 @@ func opSelectKeys(buf, input []byte) ([]byte, error) {
 	claimed := make([]claimedKey, 0, n)
 	for _, req := range reqs {
 		for _, u := range req.Users {
-			devs := inv[u.User]
+			devs := inv.devices(u.User)
 			for _, d := range u.Devices {
 				var c claimedKey
-				if di := devs[d.Device]; di != nil {
+				if di := devs.find(d.Device); di != nil {
 					c.ClaimedKey, c.ok = di.Claim(d.Algorithm)
 				}
 				claimed = append(claimed, c)
@@ -75,6 +68,102 @@ func opSelectKeys(buf, input []byte) ([]byte, error) {
 		claimed = claimed[req.Pairs():]
 	}
 	return append(buf, "]}"...), nil
+}
+
+// readSelectKeysChecked is readSelectKeysFlat for any input: it reads every level into fields
+// and values, checking as it goes, and returns the first error in that order.
+func readSelectKeysChecked(input []byte) (flatInventory, []byte, error) {
+	f, err := readFields("select_keys input", input, "inventory", "requests")
+	if err != nil {
+		return nil, nil, err
+	}
+	inv := flatInventory{}
+	if raw, ok := f.get("inventory"); ok {
+		checked, err := readInventoryChecked(raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		inv = checked.flat()
+	}
+	raw, ok := f.get("requests")
+	if !ok {
+		return nil, nil, errorf(CodeBadJSON, "requests is required")
+	}
+	return inv, raw, nil
+}
+
+// flatInventory is the inventory of select_keys: its users sorted by ID (byte order), each
+// with its devices sorted by ID, found by binary search. It is built in one pass over the
+// input (readSelectKeysFlat), with no map and no value tree.
+type flatInventory []flatUser
+
+type flatUser struct {
+	id   UserID
+	devs flatDevices
+}
+
+type flatDevices []flatDevice
+
+type flatDevice struct {
+	id   DeviceID
+	keys DeviceInventory
+}
+
+// devices returns the devices of user, nil if the inventory has none.
+func (inv flatInventory) devices(user UserID) flatDevices {
+	i, ok := slices.BinarySearchFunc(inv, user, func(u flatUser, id UserID) int { return strings.Compare(string(u.id), string(id)) })
+	if !ok {
+		return nil
+	}
+	return inv[i].devs
+}
+
+// find returns the keys of device dev, nil if there is no such device.
+func (devs flatDevices) find(dev DeviceID) *DeviceInventory {
+	i, ok := slices.BinarySearchFunc(devs, dev, func(d flatDevice, id DeviceID) int { return strings.Compare(string(d.id), string(id)) })
+	if !ok {
+		return nil
+	}
+	return &devs[i].keys
+}
+
+// sort puts users and devices in ID order, as they are in canonical JSON, and reports false if
+// an ID comes twice.
+func (inv flatInventory) sort() bool {
+	byUser := func(a, b flatUser) int { return strings.Compare(string(a.id), string(b.id)) }
+	if !slices.IsSortedFunc(inv, byUser) {
+		slices.SortFunc(inv, byUser)
+	}
+	for i := range inv {
+		if i > 0 && inv[i].id == inv[i-1].id {
+			return false
+		}
+		devs := inv[i].devs
+		byDevice := func(a, b flatDevice) int { return strings.Compare(string(a.id), string(b.id)) }
+		if !slices.IsSortedFunc(devs, byDevice) {
+			slices.SortFunc(devs, byDevice)
+		}
+		for j := 1; j < len(devs); j++ {
+			if devs[j].id == devs[j-1].id {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// flat returns the inventory in the form select_keys claims from.
+func (inv Inventory) flat() flatInventory {
+	out := make(flatInventory, 0, len(inv))
+	for u, devs := range inv {
+		fu := flatUser{id: u, devs: make(flatDevices, 0, len(devs))}
+		for d, di := range devs {
+			fu.devs = append(fu.devs, flatDevice{d, *di})
+		}
+		out = append(out, fu)
+	}
+	out.sort()
+	return out
 }
 
 // claimedKey is the outcome of one requested device: its key, if ok.
@@ -160,37 +249,59 @@ func (res LocalResults) AppendJSON(buf []byte, req *ClaimRequest) []byte {
 	return append(buf, '}')
 }
 
-// readInventory reads {user: {device: {"one_time_keys": [{"key_id","batch","key"}],
-// "fallback_keys": [{"key_id","key","used"}]}}}: in one pass straight into the inventory when
-// the input is valid and its keys canonical (the rule), else with readInventoryChecked, which
-// finds the error that input has and says it as it always did.
-func readInventory(raw []byte) (Inventory, error) {
-	if inv, ok := readInventoryFlat(raw); ok {
-		return inv, nil
+// readSelectKeysFlat reads the input of select_keys in one pass: the inventory with
+// inventoryFlat, the requests as raw text. ok is false, and the caller reads the input again with
+// readFields and readInventoryChecked (which say its errors), for anything but a valid input with
+// requests whose inventory inventoryFlat takes.
+func readSelectKeysFlat(input []byte) (inv flatInventory, requests []byte, ok bool) {
+	d := decoder{data: input}
+	d.shareStrings()
+	var hasInv bool
+	if d.ws() != '{' {
+		return nil, nil, false
 	}
-	return readInventoryChecked(raw)
+	err := d.objectRaw(func(key []byte) error {
+		switch {
+		case string(key) == "inventory" && !hasInv:
+			hasInv = true
+			var err error
+			inv, err = d.inventoryFlat()
+			return err
+		case string(key) == "requests" && requests == nil:
+			d.ws()
+			from := d.pos
+			if err := d.skip(); err != nil {
+				return err
+			}
+			requests = input[from:d.pos]
+			return nil
+		}
+		return errNotFlat
+	})
+	if err != nil || d.end() != nil || requests == nil {
+		return nil, nil, false
+	}
+	return inv, requests, true
 }
 
-// errNotFlat stops readInventoryFlat: the input needs readInventoryChecked.
+// errNotFlat stops inventoryFlat: the input needs readInventoryChecked.
 var errNotFlat = &Error{Code: CodeBadJSON, Message: "not flat"}
 
-// readInventoryFlat reads the inventory in one pass over its text, without a value tree: names
-// are substrings of one copy of the text, key values (canonical JSON, checked by
-// canonicalValue) are slices of raw, devices and keys come from shared slabs. ok is false,
-// and the result is to be thrown away, for anything but a valid inventory whose key values
-// are canonical: an error, an escape in a member name, a key to canonicalise. When ok is
-// true the inventory is the one readInventoryChecked would return.
-func readInventoryFlat(raw []byte) (inv Inventory, ok bool) {
-	d := decoder{data: raw}
-	d.shareStrings()
+// inventoryFlat reads the inventory at d.pos in one pass over its text, without a value tree or
+// a map: names are substrings of d.src (d shares strings), key values (canonical JSON, checked
+// by canonicalValue) are slices of the input, users, devices and keys come from shared slabs.
+// It fails, and what it read is to be thrown away, for anything but a valid inventory whose key
+// values are canonical: an error, a duplicate, a key to canonicalise. When it succeeds the
+// inventory is the one readInventoryChecked would return.
+func (d *decoder) inventoryFlat() (flatInventory, error) {
 	name := func(key []byte) string {
 		if d.keyOff < 0 {
 			return string(key)
 		}
 		return d.src[d.keyOff : d.keyOff+len(key)]
 	}
-	inv = Inventory{}
-	var devSlab []DeviceInventory
+	var inv flatInventory
+	var devSlab []flatDevice
 	var otkSlab []OneTimeKey
 	var fbSlab []FallbackKey
 	// key reads one item of one_time_keys (oneTime) or fallback_keys into the slabs.
@@ -223,7 +334,7 @@ func readInventoryFlat(raw []byte) (inv Inventory, ok bool) {
 				if isKey, ok := d.canonicalValue(); !ok || !isKey {
 					return errNotFlat
 				}
-				value, hasKey = raw[start:d.pos:d.pos], true
+				value, hasKey = d.data[start:d.pos:d.pos], true
 			case string(m) == "batch" && oneTime && !hasBatch:
 				if c := d.ws(); c < '0' || c > '9' {
 					return errNotFlat
@@ -271,27 +382,21 @@ func readInventoryFlat(raw []byte) (inv Inventory, ok bool) {
 		}
 		return nil
 	}
+	if d.ws() != '{' {
+		return nil, errNotFlat
+	}
 	err := d.objectRaw(func(ukey []byte) error {
 		uid, err := ParseUserID(name(ukey))
-		if err != nil {
+		if err != nil || d.ws() != '{' {
 			return errNotFlat
 		}
-		if _, dup := inv[uid]; dup || d.ws() != '{' {
-			return errNotFlat
-		}
-		devs := map[DeviceID]*DeviceInventory{}
-		inv[uid] = devs
-		return d.objectRaw(func(dkey []byte) error {
-			dev := DeviceID(name(dkey))
-			if _, dup := devs[dev]; dup || d.ws() != '{' {
+		first := len(devSlab)
+		err = d.objectRaw(func(dkey []byte) error {
+			if d.ws() != '{' {
 				return errNotFlat
 			}
-			if len(devSlab) == cap(devSlab) {
-				devSlab = make([]DeviceInventory, 0, 64)
-			}
-			devSlab = append(devSlab, DeviceInventory{})
-			di := &devSlab[len(devSlab)-1]
-			devs[dev] = di
+			devSlab = append(devSlab, flatDevice{id: DeviceID(name(dkey))})
+			at := len(devSlab) - 1
 			var hasOTK, hasFB bool
 			return d.objectRaw(func(m []byte) error {
 				switch {
@@ -301,7 +406,7 @@ func readInventoryFlat(raw []byte) (inv Inventory, ok bool) {
 					if err := keys(true); err != nil {
 						return err
 					}
-					di.OneTimeKeys = otkSlab[start:len(otkSlab):len(otkSlab)]
+					devSlab[at].keys.OneTimeKeys = otkSlab[start:len(otkSlab):len(otkSlab)]
 				case string(m) == "fallback_keys" && !hasFB:
 					hasFB = true
 					start := len(fbSlab)
@@ -316,18 +421,20 @@ func readInventoryFlat(raw []byte) (inv Inventory, ok bool) {
 							}
 						}
 					}
-					di.FallbackKeys = fbs
+					devSlab[at].keys.FallbackKeys = fbs
 				default:
 					return errNotFlat
 				}
 				return nil
 			})
 		})
+		inv = append(inv, flatUser{id: uid, devs: devSlab[first:len(devSlab):len(devSlab)]})
+		return err
 	})
-	if err != nil || d.end() != nil {
-		return nil, false
+	if err != nil || !inv.sort() {
+		return nil, errNotFlat
 	}
-	return inv, true
+	return inv, nil
 }
 
 // readInventoryChecked is readInventory for any input: it reads every level into fields and
@@ -440,35 +547,24 @@ func readInventoryKey(what string, item Value, oneTime bool) (ClaimedKey, int64,
 	return ClaimedKey{KeyID: kid, Key: kv.AppendJSON(nil)}, batch, used, nil
 }
 
-// appendJSON appends the inventory in the form readInventory reads, canonically ordered. It
-// sorts each device's keys in place.
-func (inv Inventory) appendJSON(buf []byte) []byte {
-	users := make([]UserID, 0, len(inv))
-	for u := range inv {
-		users = append(users, u)
-	}
-	slices.Sort(users)
+// appendJSON appends the inventory in the form readInventory reads, canonically ordered (inv is
+// sorted). It sorts each device's keys in place.
+func (inv flatInventory) appendJSON(buf []byte) []byte {
 	buf = append(buf, '{')
-	for i, u := range users {
+	for i := range inv {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendString(buf, string(u))
+		buf = appendString(buf, string(inv[i].id))
 		buf = append(buf, ":{"...)
-		devs := make([]DeviceID, 0, len(inv[u]))
-		for d := range inv[u] {
-			devs = append(devs, d)
-		}
-		slices.Sort(devs)
-		for j, d := range devs {
+		for j := range inv[i].devs {
 			if j > 0 {
 				buf = append(buf, ',')
 			}
-			di := inv[u][d]
-			buf = appendString(buf, string(d))
+			dev := &inv[i].devs[j]
+			buf = appendString(buf, string(dev.id))
 			buf = append(buf, `:{"fallback_keys":[`...)
-			// Sorted in place: the inventory is written once, after its claims.
-			fbs := di.FallbackKeys
+			fbs := dev.keys.FallbackKeys
 			slices.SortFunc(fbs, func(a, b FallbackKey) int { return strings.Compare(string(a.KeyID), string(b.KeyID)) })
 			for k, fb := range fbs {
 				if k > 0 {
@@ -487,7 +583,7 @@ func (inv Inventory) appendJSON(buf []byte) []byte {
 				buf = append(buf, '}')
 			}
 			buf = append(buf, `],"one_time_keys":[`...)
-			otks := di.OneTimeKeys
+			otks := dev.keys.OneTimeKeys
 			slices.SortFunc(otks, CompareOneTimeKeys)
 			for k, otk := range otks {
 				if k > 0 {
