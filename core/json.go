@@ -354,61 +354,22 @@ func (d *decoder) kind() (Kind, bool) {
 }
 
 // object reads an object, calling member for each key with the decoder placed at the value;
-// member must consume the value. It does not check for duplicate keys: callers do.
+// member must consume the value. It does not check for duplicate keys: callers do. It is
+// objectRaw with each key as a string (a substring of src when the decoder shares strings).
 func (d *decoder) object(member func(key string) error) error {
-	if d.ws() != '{' {
-		return d.syntaxError("'{'")
-	}
-	if d.depth++; d.depth > maxDepth {
-		return errorf(CodeBadJSON, "JSON nested deeper than %d levels", maxDepth)
-	}
-	d.pos++
-	if d.ws() == '}' {
-		d.pos++
-		d.depth--
-		return nil
-	}
-	for {
-		if d.ws() != '"' {
-			return d.syntaxError("a string key")
+	return d.objectRaw(func(key []byte) error {
+		if d.src != "" && d.keyOff >= 0 {
+			return member(d.src[d.keyOff : d.keyOff+len(key)])
 		}
-		var key string
-		if i := nextSpecial(d.data, d.pos+1); i < len(d.data) && d.data[i] == '"' { // plain, the rule
-			if d.src != "" {
-				key = d.src[d.pos+1 : i]
-			} else {
-				key = string(d.data[d.pos+1 : i])
-			}
-			d.pos = i + 1
-		} else {
-			var err error
-			if key, err = d.str(); err != nil {
-				return err
-			}
-		}
-		if d.ws() != ':' {
-			return d.syntaxError("':'")
-		}
-		d.pos++
-		if err := member(key); err != nil {
-			return err
-		}
-		switch d.ws() {
-		case ',':
-			d.pos++
-		case '}':
-			d.pos++
-			d.depth--
-			return nil
-		default:
-			return d.syntaxError("',' or '}'")
-		}
-	}
+		return member(string(key))
+	})
 }
 
-// objectRaw is object with each key as bytes: a slice of data when the key has no escape (see
-// keyOff), else a new buffer. Reading keys this way costs no allocation; errors are those of
-// object.
+// objectRaw reads an object, calling member for each key with the decoder placed at the value
+// (member must consume the value), each key as bytes: a slice of data when the key has no escape
+// (see keyOff), else a new buffer. Reading keys this way costs no allocation. It does not check
+// for duplicate keys: callers do. It is the one walk over an object's members: object,
+// skipObject and the readers of typed values go through it.
 func (d *decoder) objectRaw(member func(key []byte) error) error {
 	if d.ws() != '{' {
 		return d.syntaxError("'{'")
@@ -469,45 +430,9 @@ func (d *decoder) objectRaw(member func(key []byte) error) error {
 	}
 }
 
-// skipObject skips an object without building its keys; errors are those of object.
+// skipObject skips an object without building its keys; errors are those of objectRaw.
 func (d *decoder) skipObject() error {
-	if d.ws() != '{' {
-		return d.syntaxError("'{'")
-	}
-	if d.depth++; d.depth > maxDepth {
-		return errorf(CodeBadJSON, "JSON nested deeper than %d levels", maxDepth)
-	}
-	d.pos++
-	if d.ws() == '}' {
-		d.pos++
-		d.depth--
-		return nil
-	}
-	for {
-		if d.ws() != '"' {
-			return d.syntaxError("a string key")
-		}
-		if err := d.skipString(); err != nil {
-			return err
-		}
-		if d.ws() != ':' {
-			return d.syntaxError("':'")
-		}
-		d.pos++
-		if err := d.skip(); err != nil {
-			return err
-		}
-		switch d.ws() {
-		case ',':
-			d.pos++
-		case '}':
-			d.pos++
-			d.depth--
-			return nil
-		default:
-			return d.syntaxError("',' or '}'")
-		}
-	}
+	return d.objectRaw(func([]byte) error { return d.skip() })
 }
 
 // array reads an array, calling item with the decoder placed at each item.
