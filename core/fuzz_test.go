@@ -440,15 +440,8 @@ func FuzzParseObjectRaw(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		v, raw, err := core.ParseObjectRaw(data)
-		want, werr := core.ParseValue(data)
-		if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
-			t.Fatalf("error %v, ParseValue %v", err, werr)
-		}
-		if err != nil {
+		if !sameAsParseValue(t, data, v, err) {
 			return
-		}
-		if !bytes.Equal(v.AppendJSON(nil), want.AppendJSON(nil)) {
-			t.Fatalf("tree %s, ParseValue %s", v.AppendJSON(nil), want.AppendJSON(nil))
 		}
 		for _, m := range v.Members {
 			mv, err := core.ParseValue(raw[m.Key])
@@ -457,6 +450,20 @@ func FuzzParseObjectRaw(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sameAsParseValue fails t unless a parse of data gave ParseValue's error or tree, and reports
+// whether it succeeded.
+func sameAsParseValue(t *testing.T, data []byte, v core.Value, err error) bool {
+	t.Helper()
+	want, werr := core.ParseValue(data)
+	if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
+		t.Fatalf("error %v, ParseValue %v", err, werr)
+	}
+	if err == nil && !bytes.Equal(v.AppendJSON(nil), want.AppendJSON(nil)) {
+		t.Fatalf("tree %s, ParseValue %s", v.AppendJSON(nil), want.AppendJSON(nil))
+	}
+	return err == nil
 }
 
 // FuzzParseValueRaw: ParseValueRaw accepts and rejects what ParseValue does, with the same error
@@ -479,15 +486,8 @@ func FuzzParseValueRaw(f *testing.F) {
 		v, err := core.ParseValueRaw(data, int(depth), func(path []string, text []byte) {
 			texts[pathKey(path)] = text
 		})
-		want, werr := core.ParseValue(data)
-		if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
-			t.Fatalf("error %v, ParseValue %v", err, werr)
-		}
-		if err != nil {
+		if !sameAsParseValue(t, data, v, err) {
 			return
-		}
-		if !bytes.Equal(v.AppendJSON(nil), want.AppendJSON(nil)) {
-			t.Fatalf("tree %s, ParseValue %s", v.AppendJSON(nil), want.AppendJSON(nil))
 		}
 		n := 0
 		var walk func(v *core.Value, path []string)
