@@ -70,6 +70,31 @@ func opSelectKeys(buf, input []byte) ([]byte, error) {
 	return append(buf, "]}"...), nil
 }
 
+// slab hands out runs of T (the devices of a user, the keys of a device) from chunks: a run
+// grows in place while its chunk has room and moves alone to a new chunk when it has not, so
+// runs already handed out are never copied (as they would be in one slice grown by append).
+type slab[T any] struct {
+	buf   []T
+	start int // where the current run starts in buf
+}
+
+// begin starts a run.
+func (s *slab[T]) begin() { s.start = len(s.buf) }
+
+// add appends v to the current run.
+func (s *slab[T]) add(v T) {
+	if len(s.buf) == cap(s.buf) {
+		run := s.buf[s.start:]
+		chunk := make([]T, len(run), max(2*len(run), min(2*cap(s.buf), 1024), 4))
+		copy(chunk, run)
+		s.buf, s.start = chunk, 0
+	}
+	s.buf = append(s.buf, v)
+}
+
+// run returns the current run, which may not grow past its end.
+func (s *slab[T]) run() []T { return s.buf[s.start:len(s.buf):len(s.buf)] }
+
 // readSelectKeysChecked is readSelectKeysFlat for any input: it reads every level into fields
 // and values, checking as it goes, and returns the first error in that order.
 func readSelectKeysChecked(input []byte) (flatInventory, []byte, error) {
@@ -301,9 +326,9 @@ func (d *decoder) inventoryFlat() (flatInventory, error) {
 		return d.src[d.keyOff : d.keyOff+len(key)]
 	}
 	var inv flatInventory
-	var devSlab []flatDevice
-	var otkSlab []OneTimeKey
-	var fbSlab []FallbackKey
+	var devSlab slab[flatDevice]
+	var otkSlab slab[OneTimeKey]
+	var fbSlab slab[FallbackKey]
 	// key reads one item of one_time_keys (oneTime) or fallback_keys into the slabs.
 	key := func(oneTime bool) error {
 		if d.ws() != '{' {
@@ -369,9 +394,9 @@ func (d *decoder) inventoryFlat() (flatInventory, error) {
 			return errNotFlat
 		}
 		if oneTime {
-			otkSlab = append(otkSlab, OneTimeKey{KeyID: kid, Batch: batch, Key: value})
+			otkSlab.add(OneTimeKey{KeyID: kid, Batch: batch, Key: value})
 		} else {
-			fbSlab = append(fbSlab, FallbackKey{KeyID: kid, Key: value, Used: used})
+			fbSlab.add(FallbackKey{KeyID: kid, Key: value, Used: used})
 		}
 		return nil
 	}
@@ -390,30 +415,30 @@ func (d *decoder) inventoryFlat() (flatInventory, error) {
 		if err != nil || d.ws() != '{' {
 			return errNotFlat
 		}
-		first := len(devSlab)
+		devSlab.begin()
 		err = d.objectRaw(func(dkey []byte) error {
 			if d.ws() != '{' {
 				return errNotFlat
 			}
-			devSlab = append(devSlab, flatDevice{id: DeviceID(name(dkey))})
-			at := len(devSlab) - 1
+			devSlab.add(flatDevice{id: DeviceID(name(dkey))})
+			at := len(devSlab.buf) - 1 // stays until the next device is added
 			var hasOTK, hasFB bool
 			return d.objectRaw(func(m []byte) error {
 				switch {
 				case string(m) == "one_time_keys" && !hasOTK:
 					hasOTK = true
-					start := len(otkSlab)
+					otkSlab.begin()
 					if err := keys(true); err != nil {
 						return err
 					}
-					devSlab[at].keys.OneTimeKeys = otkSlab[start:len(otkSlab):len(otkSlab)]
+					devSlab.buf[at].keys.OneTimeKeys = otkSlab.run()
 				case string(m) == "fallback_keys" && !hasFB:
 					hasFB = true
-					start := len(fbSlab)
+					fbSlab.begin()
 					if err := keys(false); err != nil {
 						return err
 					}
-					fbs := fbSlab[start:len(fbSlab):len(fbSlab)]
+					fbs := fbSlab.run()
 					for i := range fbs {
 						for j := range i {
 							if fbs[i].KeyID.Algorithm() == fbs[j].KeyID.Algorithm() {
@@ -421,14 +446,14 @@ func (d *decoder) inventoryFlat() (flatInventory, error) {
 							}
 						}
 					}
-					devSlab[at].keys.FallbackKeys = fbs
+					devSlab.buf[at].keys.FallbackKeys = fbs
 				default:
 					return errNotFlat
 				}
 				return nil
 			})
 		})
-		inv = append(inv, flatUser{id: uid, devs: devSlab[first:len(devSlab):len(devSlab)]})
+		inv = append(inv, flatUser{id: uid, devs: devSlab.run()})
 		return err
 	})
 	if err != nil || !inv.sort() {
