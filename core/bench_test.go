@@ -249,3 +249,55 @@ func BenchmarkManyServers(b *testing.B) {
 		}
 	}
 }
+
+// selectKeysInput is the select_keys input of bindings/go's benchmark: n devices, ten per user,
+// each with two one-time keys (batches 2 and 1) and a fallback key, one request for all.
+func selectKeysInput(n int) []byte {
+	const key = `"zKbLg+NrIjpnagy+pIY6uPL4ZwEG2v+8F9lmgsnlZzs"`
+	var inv, req strings.Builder
+	inv.WriteString(`{`)
+	req.WriteString(`{"one_time_keys":{`)
+	for d := range n {
+		user, dev := fmt.Sprintf("@user%05d:example.org", d/10), fmt.Sprintf("DEVICE%02d", d%10)
+		if d%10 == 0 {
+			if d > 0 {
+				inv.WriteString("},")
+				req.WriteString("},")
+			}
+			fmt.Fprintf(&inv, "%q:{", user)
+			fmt.Fprintf(&req, "%q:{", user)
+		} else {
+			inv.WriteByte(',')
+			req.WriteByte(',')
+		}
+		fmt.Fprintf(&inv, `%q:{"one_time_keys":[{"key_id":"signed_curve25519:A%d","batch":2,"key":%s},{"key_id":"signed_curve25519:B%d","batch":1,"key":%s}],"fallback_keys":[{"key_id":"signed_curve25519:F%d","key":%s,"used":false}]}`,
+			dev, d, key, d, key, d, key)
+		fmt.Fprintf(&req, `%q:"signed_curve25519"`, dev)
+	}
+	if n > 0 {
+		inv.WriteByte('}')
+		req.WriteByte('}')
+	}
+	inv.WriteByte('}')
+	req.WriteString(`},"timeout":10000}`)
+	return []byte(`{"inventory":` + inv.String() + `,"requests":[` + req.String() + `]}`)
+}
+
+// BenchmarkSelectKeys measures the select_keys operation natively (issue 13's target: at most
+// 2 µs per device at 1,000 devices).
+func BenchmarkSelectKeys(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		input := selectKeysInput(n)
+		if out := core.Invoke("select_keys", input); !bytes.HasPrefix(out, []byte(`{"result":`)) {
+			b.Fatalf("%.300s", out)
+		}
+		b.Run(fmt.Sprintf("devices=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(len(input)))
+			b.ReportAllocs()
+			for b.Loop() {
+				core.Invoke("select_keys", input)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1000/float64(b.N)/float64(n), "µs/device")
+		})
+	}
+}

@@ -475,7 +475,7 @@ func RemoteErrorFailure(status int, body []byte) *Failure {
 func (r *ClaimResponse) readKeys(d *decoder, mine func(UserID) bool) error {
 	next := 0 // answers usually list users in request order: try the one after the last first
 	return d.objectRaw(func(key []byte) error {
-		ui, ok := findUser(r.Users, key, next)
+		ui, ok := findSorted(r.Users, key, next)
 		if ok {
 			next = ui + 1
 		}
@@ -497,7 +497,7 @@ func (r *ClaimResponse) readKeys(d *decoder, mine func(UserID) bool) error {
 		}
 		nextDev := 0
 		return d.objectRaw(func(dev []byte) error {
-			di, ok := findDevice(u.Devices, dev, nextDev)
+			di, ok := findSorted(u.Devices, dev, nextDev)
 			if !ok {
 				r.drop(u)
 				return d.skip()
@@ -532,37 +532,29 @@ func (r *ClaimResponse) drop(u *UserResult) {
 	}
 }
 
-// findUser returns the index of the user key in users (sorted by user ID), trying hint first.
-func findUser(users []UserResult, key []byte, hint int) (int, bool) {
-	if hint < len(users) && string(users[hint].User) == string(key) {
+// findSorted returns the index of the element of items (sorted by sortName) named key, trying
+// hint first: the users of a result by user ID, a user's devices by device ID.
+func findSorted[T any, P interface {
+	*T
+	sortName() string
+}](items []T, key []byte, hint int) (int, bool) {
+	name := func(i int) string { return P(&items[i]).sortName() }
+	if hint < len(items) && name(hint) == string(key) {
 		return hint, true
 	}
-	lo, hi := 0, len(users)
+	lo, hi := 0, len(items)
 	for lo < hi {
-		if m := int(uint(lo+hi) >> 1); string(users[m].User) < string(key) {
+		if m := int(uint(lo+hi) >> 1); name(m) < string(key) {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	return lo, lo < len(users) && string(users[lo].User) == string(key)
+	return lo, lo < len(items) && name(lo) == string(key)
 }
 
-// findDevice returns the index of the device key in devs (sorted by device ID), trying hint first.
-func findDevice(devs []DeviceResult, key []byte, hint int) (int, bool) {
-	if hint < len(devs) && string(devs[hint].Device) == string(key) {
-		return hint, true
-	}
-	lo, hi := 0, len(devs)
-	for lo < hi {
-		if m := int(uint(lo+hi) >> 1); string(devs[m].Device) < string(key) {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return lo, lo < len(devs) && string(devs[lo].Device) == string(key)
-}
+func (u *UserResult) sortName() string   { return string(u.User) }
+func (d *DeviceResult) sortName() string { return string(d.Device) }
 
 // readDeviceKeys reads one device's key map, keeping the valid key (IsKeyValue) of the requested
 // algorithm with the smallest key ID. A key whose text is already canonical is copied as it is;

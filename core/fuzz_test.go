@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -439,21 +440,74 @@ func FuzzParseObjectRaw(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		v, raw, err := core.ParseObjectRaw(data)
-		want, werr := core.ParseValue(data)
-		if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
-			t.Fatalf("error %v, ParseValue %v", err, werr)
-		}
-		if err != nil {
+		if !sameAsParseValue(t, data, v, err) {
 			return
-		}
-		if !bytes.Equal(v.AppendJSON(nil), want.AppendJSON(nil)) {
-			t.Fatalf("tree %s, ParseValue %s", v.AppendJSON(nil), want.AppendJSON(nil))
 		}
 		for _, m := range v.Members {
 			mv, err := core.ParseValue(raw[m.Key])
 			if err != nil || !bytes.Equal(mv.AppendJSON(nil), m.Value.AppendJSON(nil)) {
 				t.Fatalf("member %q: raw %q parses to %v, %v", m.Key, raw[m.Key], mv, err)
 			}
+		}
+	})
+}
+
+// sameAsParseValue fails t unless a parse of data gave ParseValue's error or tree, and reports
+// whether it succeeded.
+func sameAsParseValue(t *testing.T, data []byte, v core.Value, err error) bool {
+	t.Helper()
+	want, werr := core.ParseValue(data)
+	if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
+		t.Fatalf("error %v, ParseValue %v", err, werr)
+	}
+	if err == nil && !bytes.Equal(v.AppendJSON(nil), want.AppendJSON(nil)) {
+		t.Fatalf("tree %s, ParseValue %s", v.AppendJSON(nil), want.AppendJSON(nil))
+	}
+	return err == nil
+}
+
+// FuzzParseValueRaw: ParseValueRaw accepts and rejects what ParseValue does, with the same error
+// and tree, and each text it gives at depth 1 to 3 parses to the tree's value at its path; every
+// value that deep is given once.
+func FuzzParseValueRaw(f *testing.F) {
+	for _, s := range []string{`{"device_keys":{"@a:hs":{"D":{"user_id":"@a:hs"}, "E" : [1] }},"failures":{}}`, `{"a":{"b":1,"b":2}}`, `[{"a":1}]`, `{"a":{"b":{"c":{}}}}`, `{"a":"\u00e9"}`} {
+		f.Add([]byte(s), uint8(3))
+	}
+	pathKey := func(path []string) string { // quoted keys: no two paths collide
+		var b strings.Builder
+		for _, k := range path {
+			b.WriteString(strconv.Quote(k))
+		}
+		return b.String()
+	}
+	f.Fuzz(func(t *testing.T, data []byte, depth uint8) {
+		depth = depth%3 + 1
+		texts := map[string][]byte{}
+		v, err := core.ParseValueRaw(data, int(depth), func(path []string, text []byte) {
+			texts[pathKey(path)] = text
+		})
+		if !sameAsParseValue(t, data, v, err) {
+			return
+		}
+		n := 0
+		var walk func(v *core.Value, path []string)
+		walk = func(v *core.Value, path []string) {
+			if len(path) == int(depth) {
+				n++
+				text, ok := texts[pathKey(path)]
+				mv, err := core.ParseValue(text)
+				if !ok || err != nil || !bytes.Equal(mv.AppendJSON(nil), v.AppendJSON(nil)) {
+					t.Fatalf("%q: text %q parses to %v, %v", path, text, mv, err)
+				}
+				return
+			}
+			for i := range v.Members {
+				walk(&v.Members[i].Value, append(path[:len(path):len(path)], v.Members[i].Key))
+			}
+		}
+		walk(&v, nil)
+		if n != len(texts) {
+			t.Fatalf("%d values %d deep, %d texts", n, depth, len(texts))
 		}
 	})
 }

@@ -83,31 +83,60 @@ func ParseValue(data []byte) (Value, error) {
 // device_keys of /keys/upload) need not read the body a second time. raw is nil when data is not
 // an object.
 func ParseObjectRaw(data []byte) (v Value, raw map[string][]byte, err error) {
-	d := decoder{data: data}
-	if k, ok := d.kind(); !ok || k != KindObject {
-		v, err = ParseValue(data)
-		return v, nil, err
-	}
-	members := make([]Member, 0, 4)
 	raw = make(map[string][]byte, 4)
-	err = d.object(func(key string) error {
-		d.ws()
-		start := d.pos
-		mv, err := d.value()
-		members = append(members, Member{key, mv})
-		raw[key] = data[start:d.pos:d.pos]
-		return err
-	})
-	if err == nil {
-		err = sortMembers(members) // duplicate keys
+	v, err = ParseValueRaw(data, 1, func(path []string, text []byte) { raw[path[0]] = text })
+	if err != nil {
+		return Value{}, nil, err
 	}
+	if v.Kind != KindObject {
+		raw = nil
+	}
+	return v, raw, nil
+}
+
+// ParseValueRaw parses data as ParseValue does and, in the same single pass, calls raw with the
+// path of member keys and the exact text (a sub-slice of data, without the white space around
+// it) of each value that is depth objects deep: depth 1 is the members of the top object, 2 the
+// members of those that are objects, and so on. A host that keeps such values byte for byte
+// (the device keys of a remote /keys/query answer, three deep) reads the text once. raw is
+// called as values are read, before the whole text is judged: when ParseValueRaw fails, throw
+// away what it was given. path is reused between calls.
+func ParseValueRaw(data []byte, depth int, raw func(path []string, text []byte)) (Value, error) {
+	d := decoder{data: data}
+	v, err := d.valueRaw(make([]string, 0, depth), depth, raw)
 	if err == nil {
 		err = d.end()
 	}
 	if err != nil {
-		return Value{}, nil, err
+		return Value{}, err
 	}
-	return Value{Kind: KindObject, Members: members}, raw, nil
+	return v, nil
+}
+
+// valueRaw is value that calls raw for the values depth objects deep below path.
+func (d *decoder) valueRaw(path []string, depth int, raw func([]string, []byte)) (Value, error) {
+	if len(path) >= depth || d.ws() != '{' {
+		return d.value()
+	}
+	members := make([]Member, 0, 4)
+	err := d.object(func(key string) error {
+		d.ws()
+		start := d.pos
+		p := append(path, key)
+		v, err := d.valueRaw(p, depth, raw)
+		members = append(members, Member{key, v})
+		if err == nil && len(p) == depth {
+			raw(p, d.data[start:d.pos:d.pos])
+		}
+		return err
+	})
+	if err != nil {
+		return Value{}, err
+	}
+	if err := sortMembers(members); err != nil {
+		return Value{}, err
+	}
+	return Value{Kind: KindObject, Members: members}, nil
 }
 
 // Canonical parses data as one JSON value and returns its canonical JSON encoding.
@@ -354,61 +383,22 @@ func (d *decoder) kind() (Kind, bool) {
 }
 
 // object reads an object, calling member for each key with the decoder placed at the value;
-// member must consume the value. It does not check for duplicate keys: callers do.
+// member must consume the value. It does not check for duplicate keys: callers do. It is
+// objectRaw with each key as a string (a substring of src when the decoder shares strings).
 func (d *decoder) object(member func(key string) error) error {
-	if d.ws() != '{' {
-		return d.syntaxError("'{'")
-	}
-	if d.depth++; d.depth > maxDepth {
-		return errorf(CodeBadJSON, "JSON nested deeper than %d levels", maxDepth)
-	}
-	d.pos++
-	if d.ws() == '}' {
-		d.pos++
-		d.depth--
-		return nil
-	}
-	for {
-		if d.ws() != '"' {
-			return d.syntaxError("a string key")
+	return d.objectRaw(func(key []byte) error {
+		if d.src != "" && d.keyOff >= 0 {
+			return member(d.src[d.keyOff : d.keyOff+len(key)])
 		}
-		var key string
-		if i := nextSpecial(d.data, d.pos+1); i < len(d.data) && d.data[i] == '"' { // plain, the rule
-			if d.src != "" {
-				key = d.src[d.pos+1 : i]
-			} else {
-				key = string(d.data[d.pos+1 : i])
-			}
-			d.pos = i + 1
-		} else {
-			var err error
-			if key, err = d.str(); err != nil {
-				return err
-			}
-		}
-		if d.ws() != ':' {
-			return d.syntaxError("':'")
-		}
-		d.pos++
-		if err := member(key); err != nil {
-			return err
-		}
-		switch d.ws() {
-		case ',':
-			d.pos++
-		case '}':
-			d.pos++
-			d.depth--
-			return nil
-		default:
-			return d.syntaxError("',' or '}'")
-		}
-	}
+		return member(string(key))
+	})
 }
 
-// objectRaw is object with each key as bytes: a slice of data when the key has no escape (see
-// keyOff), else a new buffer. Reading keys this way costs no allocation; errors are those of
-// object.
+// objectRaw reads an object, calling member for each key with the decoder placed at the value
+// (member must consume the value), each key as bytes: a slice of data when the key has no escape
+// (see keyOff), else a new buffer. Reading keys this way costs no allocation. It does not check
+// for duplicate keys: callers do. It is the one walk over an object's members: object,
+// skipObject and the readers of typed values go through it.
 func (d *decoder) objectRaw(member func(key []byte) error) error {
 	if d.ws() != '{' {
 		return d.syntaxError("'{'")
@@ -469,45 +459,9 @@ func (d *decoder) objectRaw(member func(key []byte) error) error {
 	}
 }
 
-// skipObject skips an object without building its keys; errors are those of object.
+// skipObject skips an object without building its keys; errors are those of objectRaw.
 func (d *decoder) skipObject() error {
-	if d.ws() != '{' {
-		return d.syntaxError("'{'")
-	}
-	if d.depth++; d.depth > maxDepth {
-		return errorf(CodeBadJSON, "JSON nested deeper than %d levels", maxDepth)
-	}
-	d.pos++
-	if d.ws() == '}' {
-		d.pos++
-		d.depth--
-		return nil
-	}
-	for {
-		if d.ws() != '"' {
-			return d.syntaxError("a string key")
-		}
-		if err := d.skipString(); err != nil {
-			return err
-		}
-		if d.ws() != ':' {
-			return d.syntaxError("':'")
-		}
-		d.pos++
-		if err := d.skip(); err != nil {
-			return err
-		}
-		switch d.ws() {
-		case ',':
-			d.pos++
-		case '}':
-			d.pos++
-			d.depth--
-			return nil
-		default:
-			return d.syntaxError("',' or '}'")
-		}
-	}
+	return d.objectRaw(func([]byte) error { return d.skip() })
 }
 
 // array reads an array, calling item with the decoder placed at each item.

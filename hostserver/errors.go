@@ -6,6 +6,7 @@ import (
 
 	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver/federation"
+	"github.com/keyclaim/keyclaim/hostserver/internal/matrixhttp"
 	"github.com/labstack/echo/v4"
 )
 
@@ -13,16 +14,16 @@ import (
 // "Standard error response").
 const (
 	// CodeUnrecognized is M_UNRECOGNIZED: an unknown path (404) or method (405).
-	CodeUnrecognized core.Code = "M_UNRECOGNIZED"
+	CodeUnrecognized = matrixhttp.CodeUnrecognized
 	// CodeMissingToken is M_MISSING_TOKEN: no access token was given (401).
-	CodeMissingToken core.Code = "M_MISSING_TOKEN"
+	CodeMissingToken = matrixhttp.CodeMissingToken
 	// CodeUnknownToken is M_UNKNOWN_TOKEN: the access token is not recognised (401).
-	CodeUnknownToken core.Code = "M_UNKNOWN_TOKEN"
+	CodeUnknownToken = matrixhttp.CodeUnknownToken
 	// CodeForbidden is M_FORBIDDEN: the caller may not do this (403).
-	CodeForbidden core.Code = "M_FORBIDDEN"
+	CodeForbidden = matrixhttp.CodeForbidden
 	// CodeNotFound is M_NOT_FOUND: a resource that does not exist here (404), such as the
 	// playground of a binary built without it.
-	CodeNotFound core.Code = "M_NOT_FOUND"
+	CodeNotFound = matrixhttp.CodeNotFound
 	// CodeUnauthorized is M_UNAUTHORIZED: a federation request whose X-Matrix authorization
 	// fails (401; server-server API, "Request Authentication").
 	CodeUnauthorized = federation.CodeUnauthorized
@@ -139,19 +140,7 @@ func toHTTP(err error) (int, *core.Error) {
 	}
 	var ce *core.Error
 	if errors.As(err, &ce) {
-		switch ce.Code {
-		case core.CodeNotJSON, core.CodeBadJSON, core.CodeInvalidParam:
-			return http.StatusBadRequest, ce
-		case core.CodeTooLarge:
-			return http.StatusRequestEntityTooLarge, ce
-		case CodeMissingToken, CodeUnknownToken, CodeUnauthorized:
-			return http.StatusUnauthorized, ce
-		case CodeForbidden:
-			return http.StatusForbidden, ce
-		case CodeUnrecognized, CodeNotFound:
-			return http.StatusNotFound, ce
-		}
-		return http.StatusInternalServerError, ce
+		return matrixhttp.StatusOf(ce.Code), ce
 	}
 	return http.StatusInternalServerError, &core.Error{Code: core.CodeUnknown, Message: "internal error"}
 }

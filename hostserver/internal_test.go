@@ -381,3 +381,23 @@ func TestWriteErrorAfterCommit(t *testing.T) {
 		t.Errorf("log: %s", out)
 	}
 }
+
+// TestJudgeRemoteQueryKeepsText: a remote query answer is read once, and the device keys kept
+// are the remote server's text byte for byte (white space and escapes included), for the
+// requested devices only.
+func TestJudgeRemoteQueryKeepsText(t *testing.T) {
+	dev := "{ \"device_id\" : \"D\\u0031\",\n\"keys\":{\"ed25519:D1\":\"k\"}, \"user_id\":\"@a:r.test\" }"
+	body := `{"failures":{"x":{"y":{"z":1}}},"device_keys":{"@a:r.test":{"D1": ` + dev + ` ,"D2":{"device_id":"D2","user_id":"@a:r.test"}},"@b:r.test":{"D":{}}}}`
+	out, f := judgeRemoteQuery([]QueryUser{{User: "@a:r.test", Devices: []string{"D1"}}, {User: "@c:r.test"}}, core.RemoteOutcome{Status: 200, Body: []byte(body)})
+	if f != nil {
+		t.Fatal(f)
+	}
+	if len(out) != 2 || len(out["@a:r.test"]) != 1 || string(out["@a:r.test"]["D1"]) != dev || len(out["@c:r.test"]) != 0 {
+		t.Fatalf("%q", out)
+	}
+	for _, bad := range []string{`{"device_keys":{"@a:r.test":{"D1":{},"D1":{}}}}`, `{"device_keys":[]}`, `{"device_keys":{}`} {
+		if _, f := judgeRemoteQuery([]QueryUser{{User: "@a:r.test"}}, core.RemoteOutcome{Status: 200, Body: []byte(bad)}); f == nil || f.Status != core.StatusBadRemoteAnswer {
+			t.Errorf("%s: %v", bad, f)
+		}
+	}
+}

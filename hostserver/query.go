@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	gojson "github.com/goccy/go-json"
 	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver/federation"
 	"github.com/labstack/echo/v4"
@@ -328,18 +327,26 @@ func judgeRemoteQuery(users []QueryUser, o core.RemoteOutcome) (map[core.UserID]
 	bad := func(msg string) (map[core.UserID]map[string]json.RawMessage, *core.Failure) {
 		return nil, &core.Failure{Status: core.StatusBadRemoteAnswer, Message: msg}
 	}
-	tree, err := core.ParseValue(o.Body)
+	// One pass: the tree to judge, and the text of each device's keys (device_keys, user,
+	// device: three deep) to pass on byte for byte.
+	texts := map[string]map[string][]byte{}
+	tree, err := core.ParseValueRaw(o.Body, 3, func(path []string, text []byte) {
+		if path[0] != "device_keys" {
+			return
+		}
+		devs := texts[path[1]]
+		if devs == nil {
+			devs = map[string][]byte{}
+			texts[path[1]] = devs
+		}
+		devs[path[2]] = text
+	})
 	if err != nil {
 		return bad("the remote answer is not valid JSON")
 	}
 	dkTree, ok := tree.Get("device_keys")
 	if tree.Kind != core.KindObject || !ok || dkTree.Kind != core.KindObject {
 		return bad("the remote answer is not of the required shape: device_keys must be an object")
-	}
-	var top map[string]json.RawMessage
-	var dk map[string]json.RawMessage
-	if gojson.Unmarshal(o.Body, &top) != nil || gojson.Unmarshal(top["device_keys"], &dk) != nil {
-		return bad("the remote answer could not be read")
 	}
 	out := make(map[core.UserID]map[string]json.RawMessage, len(users))
 	for _, u := range users {
@@ -349,10 +356,7 @@ func judgeRemoteQuery(users []QueryUser, o core.RemoteOutcome) (map[core.UserID]
 		if !ok || userTree.Kind != core.KindObject {
 			continue
 		}
-		var devs map[string]json.RawMessage
-		if gojson.Unmarshal(dk[string(u.User)], &devs) != nil {
-			continue
-		}
+		devs := texts[string(u.User)]
 		for _, m := range userTree.Members {
 			if len(u.Devices) > 0 {
 				if _, asked := slices.BinarySearch(u.Devices, m.Key); !asked {

@@ -1,11 +1,9 @@
 package hostserver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +19,7 @@ import (
 	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver/federation"
 	"github.com/keyclaim/keyclaim/hostserver/internal/compat"
+	"github.com/keyclaim/keyclaim/hostserver/internal/matrixhttp"
 	"github.com/keyclaim/keyclaim/hostserver/store"
 	"github.com/labstack/echo/v4"
 )
@@ -357,7 +356,7 @@ func (s *Server) writeError(c echo.Context, err error) {
 	if ra := retryAfterOf(err); ra > 0 {
 		c.Response().Header().Set("Retry-After", strconv.Itoa(ra))
 	}
-	_ = c.Blob(status, echo.MIMEApplicationJSON, merr.AppendJSON(nil))
+	_ = matrixhttp.WriteError(c.Response(), status, merr.Code, merr.Message)
 }
 
 // recoverPanics turns a panic in a handler into a 500 M_UNKNOWN answer.
@@ -375,13 +374,6 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// CORS headers of the client-server API ("Web Browser Clients").
-const (
-	corsAllowOrigin  = "*"
-	corsAllowMethods = "GET, POST, PUT, DELETE, OPTIONS"
-	corsAllowHeaders = "X-Requested-With, Content-Type, Authorization"
-)
-
 // cors adds the CORS headers to every response under /_matrix/client/ and answers OPTIONS
 // there without running the endpoint's logic, as the spec requires.
 func (s *Server) cors(next echo.HandlerFunc) echo.HandlerFunc {
@@ -390,10 +382,7 @@ func (s *Server) cors(next echo.HandlerFunc) echo.HandlerFunc {
 		if !hasPathPrefix(r.URL.Path, "/_matrix/client/") {
 			return next(c)
 		}
-		h := c.Response().Header()
-		h.Set("Access-Control-Allow-Origin", corsAllowOrigin)
-		h.Set("Access-Control-Allow-Methods", corsAllowMethods)
-		h.Set("Access-Control-Allow-Headers", corsAllowHeaders)
+		matrixhttp.SetCORS(c.Response().Header())
 		if r.Method == http.MethodOptions {
 			return c.NoContent(http.StatusNoContent)
 		}
@@ -418,25 +407,7 @@ func (s *Server) capRequest(next echo.HandlerFunc) echo.HandlerFunc {
 // readBody reads the request body, at most --max-body-bytes: a larger body is 413 M_TOO_LARGE,
 // found without reading more than the limit plus one byte.
 func (s *Server) readBody(c echo.Context) ([]byte, error) {
-	r := c.Request()
-	limit := s.cfg.MaxBodyBytes
-	tooLarge := func(n string) error {
-		return matrixErr(core.CodeTooLarge, "request body is "+n+" bytes; the limit is "+strconv.Itoa(limit))
-	}
-	if r.ContentLength > int64(limit) {
-		return nil, tooLarge(strconv.FormatInt(r.ContentLength, 10))
-	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + 1)
-	}
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, int64(limit)+1)); err != nil {
-		return nil, matrixErr(core.CodeNotJSON, "could not read the request body: "+err.Error())
-	}
-	if buf.Len() > limit {
-		return nil, tooLarge("more than " + strconv.Itoa(limit))
-	}
-	return buf.Bytes(), nil
+	return matrixhttp.ReadBody(nil, c.Request(), s.cfg.MaxBodyBytes)
 }
 
 // authenticate checks the access token of a client request.
@@ -466,8 +437,7 @@ func (s *Server) storeFailed(op string, err error) error {
 // sent as Content-Length: without it net/http sends any body over 2 KiB (a claim of more than
 // a few devices) chunked, in more write calls.
 func writeJSON(c echo.Context, body []byte) error {
-	c.Response().Header()[echo.HeaderContentLength] = []string{strconv.Itoa(len(body))}
-	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, body)
+	return matrixhttp.WriteJSON(c.Response(), http.StatusOK, body)
 }
 
 // ClientVersions are the client-server API versions GET /_matrix/client/versions lists.

@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/keyclaim/keyclaim/core"
+	"github.com/keyclaim/keyclaim/hostserver/internal/matrixhttp"
 )
 
 // CodeUnauthorized is M_UNAUTHORIZED, the errcode of a federation request whose X-Matrix
 // authorization fails; the server answers it with HTTP 401 (server-server API, "Request
 // Authentication").
-const CodeUnauthorized core.Code = "M_UNAUTHORIZED"
+const CodeUnauthorized = matrixhttp.CodeUnauthorized
 
 // AuthCause is which check of a federation request's authorization failed. The set is closed.
 type AuthCause uint8

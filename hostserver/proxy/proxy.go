@@ -25,6 +25,7 @@ import (
 	"github.com/keyclaim/keyclaim/core"
 	"github.com/keyclaim/keyclaim/hostserver/federation"
 	"github.com/keyclaim/keyclaim/hostserver/internal/compat"
+	"github.com/keyclaim/keyclaim/hostserver/internal/matrixhttp"
 )
 
 // The claim paths the proxy completes (client-server API v1.19, "POST /_matrix/client/v3/keys/claim").
@@ -50,14 +51,7 @@ const (
 
 // CodeUnrecognized is M_UNRECOGNIZED, the answer to a path the proxy does not serve (404) or a
 // method the claim path does not allow (405).
-const CodeUnrecognized core.Code = "M_UNRECOGNIZED"
-
-// CORS headers of the client-server API ("Web Browser Clients"), as the keys server sends them.
-const (
-	corsAllowOrigin  = "*"
-	corsAllowMethods = "GET, POST, PUT, DELETE, OPTIONS"
-	corsAllowHeaders = "X-Requested-With, Content-Type, Authorization"
-)
+const CodeUnrecognized = matrixhttp.CodeUnrecognized
 
 // Config configures a [Proxy]. Upstream and ServerName are required; every other field has a
 // default.
@@ -222,7 +216,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if claimPath && r.Method == http.MethodPost && p.metrics != nil {
 			p.metrics.ObserveClaim(Observation{Result: ResultLoop})
 		}
-		writeError(w, http.StatusBadGateway, core.CodeUnknown, "request loop: the keyclaim proxy's upstream sends this request back to the proxy")
+		matrixhttp.WriteError(w, http.StatusBadGateway, core.CodeUnknown, "request loop: the keyclaim proxy's upstream sends this request back to the proxy")
 		return
 	}
 	if !claimPath {
@@ -231,12 +225,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if strings.HasPrefix(r.URL.Path, "/_matrix/client/") {
-			setCORS(w.Header())
+			matrixhttp.SetCORS(w.Header())
 		}
-		writeError(w, http.StatusNotFound, CodeUnrecognized, "unrecognized request: this keyclaim proxy serves only POST "+ClaimPathV3)
+		matrixhttp.WriteError(w, http.StatusNotFound, CodeUnrecognized, "unrecognized request: this keyclaim proxy serves only POST "+ClaimPathV3)
 		return
 	}
-	setCORS(w.Header())
+	matrixhttp.SetCORS(w.Header())
 	switch r.Method {
 	case http.MethodPost:
 		p.serveClaim(w, r)
@@ -244,14 +238,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	default:
 		w.Header().Set("Allow", "POST, OPTIONS")
-		writeError(w, http.StatusMethodNotAllowed, CodeUnrecognized, "unrecognized request: method not allowed on this endpoint")
+		matrixhttp.WriteError(w, http.StatusMethodNotAllowed, CodeUnrecognized, "unrecognized request: method not allowed on this endpoint")
 	}
-}
-
-func setCORS(h http.Header) {
-	h.Set("Access-Control-Allow-Origin", corsAllowOrigin)
-	h.Set("Access-Control-Allow-Methods", corsAllowMethods)
-	h.Set("Access-Control-Allow-Headers", corsAllowHeaders)
 }
 
 // serveClaim validates, forwards and completes one claim request.
@@ -263,7 +251,7 @@ func (p *Proxy) serveClaim(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	body, err := p.readRequest(w, r)
+	body, err := matrixhttp.ReadBody(w, r, p.limits.MaxBodyBytes)
 	if err == nil {
 		var req *core.ClaimRequest
 		req, err = core.ParseClaimRequest(body, core.ParseOptions{
@@ -282,40 +270,7 @@ func (p *Proxy) serveClaim(w http.ResponseWriter, r *http.Request) {
 	if !errors.As(err, &ce) {
 		ce = &core.Error{Code: core.CodeUnknown, Message: err.Error()}
 	}
-	writeError(w, statusOf(ce.Code), ce.Code, ce.Message)
-}
-
-// statusOf maps the errcodes of request validation to HTTP statuses, as the keys server does.
-func statusOf(code core.Code) int {
-	switch code {
-	case core.CodeNotJSON, core.CodeBadJSON, core.CodeInvalidParam:
-		return http.StatusBadRequest
-	case core.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	}
-	return http.StatusInternalServerError
-}
-
-// readRequest reads the request body, at most Limits.MaxBodyBytes: a larger body is
-// M_TOO_LARGE, found without reading more than the limit plus one byte.
-func (p *Proxy) readRequest(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	limit := p.limits.MaxBodyBytes
-	if r.ContentLength > int64(limit) {
-		return nil, &core.Error{Code: core.CodeTooLarge, Message: fmt.Sprintf("request body is %d bytes; the limit is %d", r.ContentLength, limit)}
-	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
-	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, int64(limit)))
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe):
-		return nil, &core.Error{Code: core.CodeTooLarge, Message: fmt.Sprintf("request body is more than %d bytes; the limit is %d", limit, limit)}
-	case err != nil:
-		return nil, &core.Error{Code: core.CodeNotJSON, Message: "could not read the request body: " + err.Error()}
-	}
-	return buf.Bytes(), nil
+	matrixhttp.WriteError(w, matrixhttp.StatusOf(ce.Code), ce.Code, ce.Message)
 }
 
 // exchange sends the validated claim to the upstream and answers the client from its answer.
@@ -329,7 +284,7 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, req *core.Claim
 	if err != nil {
 		obs.Result = ResultUnreachable
 		p.logger.Error("building the upstream request", "err", err)
-		writeError(w, http.StatusBadGateway, core.CodeUnknown, "the upstream homeserver could not be asked")
+		matrixhttp.WriteError(w, http.StatusBadGateway, core.CodeUnknown, "the upstream homeserver could not be asked")
 		return obs
 	}
 	copyHeader(out.Header, r.Header, "Authorization", "Content-Type", "User-Agent", "Accept-Language")
@@ -377,7 +332,7 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, req *core.Claim
 	if err != nil {
 		obs.Result = ResultBadAnswer
 		p.logger.Warn("the upstream homeserver's claim answer is unusable", "status", resp.StatusCode, "bytes", len(answer), "err", err)
-		writeError(w, http.StatusBadGateway, core.CodeUnknown, fmt.Sprintf("the upstream homeserver answered HTTP %d with a body that is not a claim answer (%s)", resp.StatusCode, describe(err)))
+		matrixhttp.WriteError(w, http.StatusBadGateway, core.CodeUnknown, fmt.Sprintf("the upstream homeserver answered HTTP %d with a body that is not a claim answer (%s)", resp.StatusCode, describe(err)))
 		return obs
 	}
 	obs.Result = ResultCompleted
@@ -386,7 +341,7 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, req *core.Claim
 		t := completed.Tally() // counted by completion itself: the answer is not read again
 		obs.Filled, obs.Dropped = t.Filled, t.Dropped
 	}
-	writeJSON(w, http.StatusOK, completed.AppendJSON(nil))
+	matrixhttp.WriteJSON(w, http.StatusOK, completed.AppendJSON(nil))
 	return obs
 }
 
@@ -454,18 +409,18 @@ func (p *Proxy) failExchange(ctx context.Context, w http.ResponseWriter, r *http
 	switch {
 	case errors.As(err, &tl):
 		p.logger.Warn("upstream answer too large", "limit", tl.limit, "content_length", tl.length, "requested_devices", devices)
-		writeError(w, http.StatusBadGateway, core.CodeUnknown, fmt.Sprintf("upstream answer too large: the upstream homeserver's answer is larger than %d bytes", tl.limit))
+		matrixhttp.WriteError(w, http.StatusBadGateway, core.CodeUnknown, fmt.Sprintf("upstream answer too large: the upstream homeserver's answer is larger than %d bytes", tl.limit))
 		return ResultTooLarge
 	case errors.Is(r.Context().Err(), context.Canceled):
 		p.logger.Debug("the client went away during the upstream exchange", "err", err)
 		return ResultCanceled
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
 		p.logger.Warn("the upstream homeserver did not answer in time", "budget", budget.String(), "err", err)
-		writeError(w, http.StatusGatewayTimeout, core.CodeUnknown, fmt.Sprintf("the upstream homeserver did not answer within %d ms", budget.Milliseconds()))
+		matrixhttp.WriteError(w, http.StatusGatewayTimeout, core.CodeUnknown, fmt.Sprintf("the upstream homeserver did not answer within %d ms", budget.Milliseconds()))
 		return ResultTimeout
 	}
 	p.logger.Warn("the upstream homeserver could not be reached", "err", err)
-	writeError(w, http.StatusBadGateway, core.CodeUnknown, "the upstream homeserver could not be reached ("+reason(err)+")")
+	matrixhttp.WriteError(w, http.StatusBadGateway, core.CodeUnknown, "the upstream homeserver could not be reached ("+reason(err)+")")
 	return ResultUnreachable
 }
 
@@ -556,11 +511,11 @@ func (p *Proxy) passthroughError(w http.ResponseWriter, r *http.Request, err err
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		p.logger.Warn("passthrough: the upstream homeserver did not answer in time", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusGatewayTimeout, core.CodeUnknown, "the upstream homeserver did not answer in time")
+		matrixhttp.WriteError(w, http.StatusGatewayTimeout, core.CodeUnknown, "the upstream homeserver did not answer in time")
 		return
 	}
 	p.logger.Warn("passthrough: the upstream homeserver could not be reached", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusBadGateway, core.CodeUnknown, "the upstream homeserver could not be reached ("+reason(err)+")")
+	matrixhttp.WriteError(w, http.StatusBadGateway, core.CodeUnknown, "the upstream homeserver could not be reached ("+reason(err)+")")
 }
 
 func copyHeader(dst, src http.Header, keys ...string) {
@@ -569,19 +524,4 @@ func copyHeader(dst, src http.Header, keys ...string) {
 			dst[k] = append([]string(nil), v...)
 		}
 	}
-}
-
-// writeError answers a Matrix error {"errcode", "error"}.
-func writeError(w http.ResponseWriter, status int, code core.Code, msg string) {
-	e := core.Error{Code: code, Message: msg}
-	writeJSON(w, status, e.AppendJSON(nil))
-}
-
-// writeJSON answers status with a JSON body.
-func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
 }
