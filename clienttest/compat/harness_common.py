@@ -101,6 +101,17 @@ class Run:
             self.result[k] = sorted(set(self.result[k]))
         print("COMPAT-RESULT " + json.dumps(self.result), flush=True)
 
+    def drive(self, coro):
+        """Runs the harness coroutine: a Stop ends it early, anything else is a crash of the
+        harness itself; either way the result is printed."""
+        try:
+            asyncio.run(coro)
+        except Stop:
+            pass
+        except Exception as e:  # noqa: BLE001
+            self.crashed("harness", e)
+        self.finish()
+
 
 def canonical(obj):
     """Matrix canonical JSON (sorted keys, no spaces, UTF-8)."""

@@ -116,13 +116,7 @@ async def scenario(run, machines):
 def entry():
     run = Run("mautrix-python", md.version("mautrix"), "python-olm " + md.version("python-olm"),
               sys.argv[1], sys.argv[2])
-    try:
-        asyncio.run(main(run))
-    except Stop:
-        pass
-    except Exception as e:  # noqa: BLE001
-        run.crashed("harness", e)
-    run.finish()
+    run.drive(main(run))
 
 
 if __name__ == "__main__":

@@ -139,13 +139,7 @@ async def scenario(run, clients):
 def entry():
     run = Run("matrix-nio", md.version("matrix-nio"), OLM, sys.argv[1], sys.argv[2])
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            asyncio.run(main(run, tmp))
-        except Stop:
-            pass
-        except Exception as e:  # noqa: BLE001
-            run.crashed("harness", e)
-    run.finish()
+        run.drive(main(run, tmp))
 
 
 if __name__ == "__main__":
