@@ -23,8 +23,7 @@ func startDebugPprof(logger *slog.Logger) {
 	if addr == "" {
 		return
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+	if !isLoopbackAddr(addr) {
 		logger.Warn("debug pprof not started: want a loopback IP address and port", "env", DebugPprofEnv, "addr", addr)
 		return
 	}
