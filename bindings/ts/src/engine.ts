@@ -367,8 +367,13 @@ export class Engine {
   #stats = { created: 0, recycled: 0, trapped: 0 };
   #kept = new Set<Instance>(); // instances replaced while trackers still live in them
 
-  /** @internal Use load(). */
-  constructor(module: WebAssembly.Module, first: Instance, options: LoadOptions) {
+  /** @internal Makes an engine of a compiled module and its first instance (load() does). */
+  static fromInstance(module: WebAssembly.Module, first: Instance, options: LoadOptions): Engine {
+    return new Engine(module, first, options);
+  }
+
+  /** Use load(): private, so that `new Engine()` does not type-check. */
+  private constructor(module: WebAssembly.Module, first: Instance, options: LoadOptions) {
     this.#module = module;
     this.#recycleBytes = (options.recycleMemoryMiB ?? DEFAULT_RECYCLE_MEMORY_MIB) * MiB;
     this.#stderr = options.stderr;
@@ -595,7 +600,7 @@ function jsonText(r: ClaimRequest | RawInput | undefined): string {
 export async function engineFromModule(module: WebAssembly.Module, options: LoadOptions): Promise<Engine> {
   const p = prepare(module, options.stderr);
   const first = await WebAssembly.instantiate(module, p.imports);
-  return new Engine(module, new Instance(first, p), options);
+  return Engine.fromInstance(module, new Instance(first, p), options);
 }
 
 type Source = string | URL | Uint8Array | ArrayBuffer;

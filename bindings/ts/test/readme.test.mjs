@@ -31,6 +31,8 @@ writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({
 }));
 writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
 for (const name of ['homeserver', 'client']) writeFileSync(join(dir, `${name}.ts`), example(name));
+// Types only, never run: the compile fails if `new Engine()` type-checks (engines come from load()).
+writeFileSync(join(dir, 'types.ts'), 'import { Engine } from "keyclaim";\n// @ts-expect-error the constructor is private\nexport const e = new Engine();\n');
 const tsc = join(dirname(require.resolve('typescript/package.json')), 'bin', 'tsc');
 let compiled;
 const compile = () => (compiled ??= execFileSync(process.execPath, [tsc, '-p', dir], { encoding: 'utf8' }));
